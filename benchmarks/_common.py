@@ -1,0 +1,176 @@
+"""What every benchmark shares: arguments, figures, the report, rates, child RSS.
+
+A benchmark builds a list of :class:`Figure` records and hands them to
+:func:`report`, which prints a table and, with ``--json PATH``, writes them as
+a JSON list of ``{name, value, unit, target, higher_is_better}`` (``target``
+null where there is none). ``--quick`` asks for a run of under a minute.
+Peak memory is measured on a child process with :func:`child_peak_rss`, so
+the parent's own allocations never count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure and the target it is held to (``None``: no target)."""
+
+    name: str
+    value: float
+    unit: str
+    target: float | None = None
+    higher_is_better: bool = True
+
+    @property
+    def meets_target(self) -> bool | None:
+        """Whether the value meets its target; ``None`` without a target."""
+        if self.target is None:
+            return None
+        if self.higher_is_better:
+            return self.value >= self.target
+        return self.value <= self.target
+
+
+def parse_args(
+    description: str,
+    argv: Sequence[str] | None = None,
+    *,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """The common arguments (``--quick``, ``--json PATH``) plus any ``extra`` ones."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="a short run (under a minute)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
+    if extra is not None:
+        extra(parser)
+    return parser.parse_args(argv)
+
+
+def _format_value(value: float) -> str:
+    if value == 0 or 0.01 <= abs(value) < 1e6:
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    return f"{value:.3g}"
+
+
+def format_table(figures: Iterable[Figure], title: str = "") -> str:
+    """A plain-text table of the figures with their targets and verdicts."""
+    rows = [("figure", "value", "unit", "target", "ok")]
+    for figure in figures:
+        target = "-"
+        if figure.target is not None:
+            sign = ">=" if figure.higher_is_better else "<="
+            target = f"{sign} {_format_value(figure.target)}"
+        verdict = {None: "", True: "yes", False: "NO"}[figure.meets_target]
+        rows.append((figure.name, _format_value(figure.value), figure.unit, target, verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = [title] if title else []
+    for number, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0]), row[1].rjust(widths[1])]
+        cells += [cell.ljust(width) for cell, width in zip(row[2:], widths[2:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def write_json(figures: Iterable[Figure], path: Path) -> None:
+    """Write the figures as a JSON list of records."""
+    records = [asdict(figure) for figure in figures]
+    path.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+
+
+def report(figures: Sequence[Figure], args: argparse.Namespace, title: str = "") -> None:
+    """Print the table and write the JSON file if ``--json`` was given."""
+    print(format_table(figures, title))
+    if args.json is not None:
+        write_json(figures, args.json)
+        print(f"\nfigures written to {args.json}")
+
+
+def _rate(run: Callable[[], int]) -> float:
+    started = time.perf_counter()
+    processed = run()
+    return processed / (time.perf_counter() - started)
+
+
+def best_rate(run: Callable[[], int], repeats: int) -> float:
+    """The best of ``repeats`` runs of ``run`` (which returns bytes processed), in bytes/s."""
+    return max(_rate(run) for _ in range(repeats))
+
+
+def interleaved_best_rates(runs: dict[str, Callable[[], int]], rounds: int) -> dict[str, float]:
+    """Each contender's best rate (bytes/s) over ``rounds`` rounds run in alternation.
+
+    On a shared machine the load changes from second to second; alternating
+    short runs gives every contender the same chances, so ratios between
+    their best rates are fair where separate long runs would not be.
+    """
+    best = dict.fromkeys(runs, 0.0)
+    for _ in range(rounds):
+        for name, run in runs.items():
+            best[name] = max(best[name], _rate(run))
+    return best
+
+
+# Runs the command given as arguments and reports its exit code, output and
+# wait4 resource usage as JSON. It exists because Linux carries a process's RSS
+# high-water mark across fork and exec: a child spawned straight from a large
+# benchmark process would report the parent's peak. This launcher is small, so
+# the child it forks reports its own (floor: the launcher's ~10 MB).
+_LAUNCHER = """
+import json, os, subprocess, sys
+process = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, text=True)
+with process.stdout as output:
+    stdout = output.read()
+_, status, usage = os.wait4(process.pid, 0)
+process.returncode = os.waitstatus_to_exitcode(status)
+json.dump({"returncode": process.returncode, "stdout": stdout,
+           "peak_rss_bytes": usage.ru_maxrss * 1024}, sys.stdout)
+"""
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """A finished child process: its exit code, output and peak resident memory."""
+
+    returncode: int
+    stdout: str
+    peak_rss_bytes: int
+
+
+def child_peak_rss(
+    argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> ChildResult:
+    """Run ``argv`` to completion and measure that one child's peak RSS.
+
+    The child is started by a small launcher process that reads its
+    ``wait4`` resource usage (``ru_maxrss``, KiB on Linux), which covers
+    exactly that child and not this (possibly large) benchmark process.
+
+    Raises
+    ------
+    subprocess.CalledProcessError
+        The child exited with a non-zero status.
+    """
+    launcher = [sys.executable, "-c", _LAUNCHER, *argv]
+    finished = subprocess.run(
+        launcher, cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
+    outcome = json.loads(finished.stdout)
+    if outcome["returncode"] != 0:
+        raise subprocess.CalledProcessError(outcome["returncode"], list(argv), outcome["stdout"])
+    return ChildResult(outcome["returncode"], outcome["stdout"], outcome["peak_rss_bytes"])
+
+
+def python_child(module: str, *args: str) -> list[str]:
+    """The command running ``python -m module args...`` with this interpreter."""
+    return [sys.executable, "-m", module, *args]

@@ -1,0 +1,124 @@
+"""Key handles and the key-provider interface.
+
+A :class:`DataKey` is a handle on a data-encryption key (DEK): it carries a
+``key_id`` and can be given to :mod:`crypto.stream` and to a key provider, but
+it exposes no key bytes, has no public constructor taking bytes, and refuses to
+be pickled or copied into a Celery message. Only the crypto package itself
+reads the material, through :func:`_material` with the module-private access
+token.
+
+A :class:`KeyProvider` holds key-encryption keys (KEKs) and wraps or unwraps
+DEKs; the KEK itself never leaves the provider (a file, an HSM, a Transit
+server). Wrapped keys are plain data (:class:`WrappedKey`) safe to store in
+the catalog.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import NoReturn, Protocol, runtime_checkable
+
+DEK_BYTES = 32
+
+_SECRET_ACCESS = object()
+
+
+class DataKey:
+    """A handle on a 256-bit data-encryption key, identified by ``key_id``."""
+
+    __slots__ = ("_key", "key_id")
+
+    def __init__(self, *, key_id: str, _material: bytes, _token: object) -> None:
+        if _token is not _SECRET_ACCESS:
+            raise TypeError("DataKey has no public constructor; use DataKey.generate()")
+        if len(_material) != DEK_BYTES:
+            raise ValueError("a data key is 32 bytes")
+        self.key_id = key_id
+        self._key = bytes(_material)
+
+    @classmethod
+    def generate(cls, key_id: str | None = None) -> DataKey:
+        """A fresh random DEK with a random identifier unless one is given."""
+        return cls(
+            key_id=key_id or f"dek-{secrets.token_hex(16)}",
+            _material=secrets.token_bytes(DEK_BYTES),
+            _token=_SECRET_ACCESS,
+        )
+
+    def __repr__(self) -> str:
+        return f"DataKey(key_id={self.key_id!r})"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("DataKey cannot be pickled; pass its key_id instead")
+
+    def __copy__(self) -> NoReturn:
+        raise TypeError("DataKey cannot be copied")
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        raise TypeError("DataKey cannot be copied")
+
+
+def _material(key: DataKey) -> bytes:
+    """The raw DEK bytes. Private to the crypto package: stream and providers."""
+    return key._key
+
+
+def _from_material(key_id: str, material: bytes) -> DataKey:
+    """Rebuild a handle from unwrapped bytes. Private to the crypto package."""
+    return DataKey(key_id=key_id, _material=material, _token=_SECRET_ACCESS)
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """A DEK wrapped under a KEK: safe to store, useless without the provider.
+
+    ``kek_id`` names the provider's KEK *and version* that wrapped it, so
+    unwrapping never has to try keys in turn. ``blob`` is provider-specific.
+    """
+
+    key_id: str
+    kek_id: str
+    blob: bytes
+
+
+@runtime_checkable
+class KeyProvider(Protocol):
+    """Holds KEKs and wraps/unwraps DEKs. The KEK never leaves the provider.
+
+    The DEK's ``key_id`` is bound to the wrapping as associated data, so a
+    wrapped key cannot be swapped onto another key id.
+    """
+
+    name: str
+
+    def current_kek_id(self) -> str:
+        """The KEK (and version) that new wraps use."""
+        ...
+
+    def wrap(self, key: DataKey) -> WrappedKey:
+        """Wrap ``key`` under the current KEK."""
+        ...
+
+    def unwrap(self, wrapped: WrappedKey) -> DataKey:
+        """Unwrap under the KEK named in ``wrapped``; KeyProviderError if it fails."""
+        ...
+
+    def rotate(self) -> str:
+        """Create a new KEK version, make it current, and return its id."""
+        ...
+
+    def mac_key(self, purpose: str) -> MacKey:
+        """A keyed-HMAC handle for ``purpose`` (pseudonyms, audit checkpoints)."""
+        ...
+
+
+@runtime_checkable
+class MacKey(Protocol):
+    """An HMAC-SHA256 key handle held for one purpose; exposes no bytes."""
+
+    key_id: str
+
+    def mac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of ``data``."""
+        ...

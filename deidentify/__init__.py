@@ -1,0 +1,24 @@
+"""De-identification of DICOM instances: PS3.15 Annex E, keyed pseudonyms, quarantine.
+
+The front door is :class:`Deidentifier` (a :class:`Profile` and the
+deployment's :class:`PseudonymKeys`); :func:`pseudonym` derives a patient's
+pseudonym; :mod:`deidentify.offline` applies the engine to files and folders.
+"""
+
+from deidentify.engine import Deidentifier
+from deidentify.outcome import AttributeChange, DeidOutcome, QuarantineReason, ReportAction
+from deidentify.profile import Option, PrivateTag, Profile
+from deidentify.pseudonyms import PseudonymKeys, pseudonym
+
+__all__ = [
+    "AttributeChange",
+    "DeidOutcome",
+    "Deidentifier",
+    "Option",
+    "PrivateTag",
+    "Profile",
+    "PseudonymKeys",
+    "QuarantineReason",
+    "ReportAction",
+    "pseudonym",
+]

@@ -1,0 +1,103 @@
+"""The newcomer's path: the CLI on the embedded default, as a separate process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from dicom_ingest.synthetic import make_ct_series, write_series
+
+CLI = Path(sys.executable).with_name("dicom-vault")
+
+
+def run(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DICOM_VAULT_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        [str(CLI), *args], env=env, capture_output=True, text=True, check=check, timeout=120
+    )
+
+
+@pytest.fixture
+def dicom_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "cd"
+    write_series(folder / "SERIES1", make_ct_series(4, rows=32, columns=32, seed=3))
+    (folder / "DICOMDIR").write_bytes(b"index file, skipped quietly")
+    (folder / ".DS_Store").write_bytes(b"junk")
+    return folder
+
+
+class TestIngestAndExport:
+    def test_folder_ingested_and_exported_bit_exact(
+        self, tmp_path: Path, dicom_folder: Path
+    ) -> None:
+        data = tmp_path / "var"
+        run(data, "case", "create", "CASE-7", "--organisation", "Demo Hospital")
+        out = run(data, "ingest", str(dicom_folder), "--case", "CASE-7").stdout
+        assert "stored 4, already stored 0, refused 0" in out
+        study_id = run(data, "list").stdout.split()[0]
+        run(data, "export", study_id, "--out", str(tmp_path / "export"))
+        exported = sorted(p.read_bytes() for p in (tmp_path / "export").rglob("*.dcm"))
+        originals = sorted(p.read_bytes() for p in (dicom_folder / "SERIES1").iterdir())
+        assert exported == originals
+        assert run(data, "audit", "verify").stdout.strip() == "access log intact"
+
+    def test_zip_archive_is_ingested_without_extracting(
+        self, tmp_path: Path, dicom_folder: Path
+    ) -> None:
+        archive = tmp_path / "study.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted((dicom_folder / "SERIES1").iterdir()):
+                zf.write(path, f"STUDY/{path.name}")
+        data = tmp_path / "var"
+        run(data, "case", "create", "CASE-8", "--organisation", "Demo Hospital")
+        out = run(data, "ingest", str(archive), "--case", "CASE-8").stdout
+        assert "stored 4" in out
+
+    def test_refused_files_are_reported_and_exit_nonzero(
+        self, tmp_path: Path, dicom_folder: Path
+    ) -> None:
+        (dicom_folder / "notes.txt").write_text("not an image")
+        data = tmp_path / "var"
+        run(data, "case", "create", "CASE-9", "--organisation", "Demo Hospital")
+        result = run(data, "ingest", str(dicom_folder), "--case", "CASE-9", check=False)
+        assert result.returncode == 1
+        assert "notes.txt: not a DICOM file" in result.stdout
+        assert "stored 4, already stored 0, refused 1" in result.stdout
+
+    def test_unsafe_zip_is_refused_whole(self, tmp_path: Path, dicom_folder: Path) -> None:
+        archive = tmp_path / "evil.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("../../etc/passwd", b"x")
+        data = tmp_path / "var"
+        run(data, "case", "create", "CASE-10", "--organisation", "Demo Hospital")
+        result = run(data, "ingest", str(archive), "--case", "CASE-10", check=False)
+        assert "absolute or '..' path" in result.stdout
+        assert result.returncode == 1
+
+
+class TestKeys:
+    def test_rotate_then_rewrap_keeps_export_working(
+        self, tmp_path: Path, dicom_folder: Path
+    ) -> None:
+        data = tmp_path / "var"
+        run(data, "case", "create", "CASE-11", "--organisation", "Demo Hospital")
+        run(data, "ingest", str(dicom_folder), "--case", "CASE-11")
+        assert "kek-local-v2" in run(data, "keys", "rotate").stdout
+        assert "re-wrapped 1" in run(data, "keys", "rewrap").stdout
+        study_id = run(data, "list").stdout.split()[0]
+        run(data, "export", study_id, "--out", str(tmp_path / "export"))
+        assert len(list((tmp_path / "export").rglob("*.dcm"))) == 4
+
+
+def test_key_file_is_private(tmp_path: Path, dicom_folder: Path) -> None:
+    data = tmp_path / "var"
+    run(data, "case", "create", "CASE-12", "--organisation", "Demo Hospital")
+    key_files = [p for p in (data / "keys").iterdir() if p.is_file()]
+    assert key_files and all(p.stat().st_mode & 0o077 == 0 for p in key_files)
+    shutil.rmtree(data)

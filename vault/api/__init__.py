@@ -1,0 +1,1 @@
+"""The web API (FastAPI): upload, download and administration routes."""

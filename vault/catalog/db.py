@@ -1,0 +1,84 @@
+"""Connecting to the catalog and bringing its schema up to date.
+
+:func:`open_catalog` returns a :class:`Catalog`: an engine and a session
+factory. The schema is managed by Alembic only (``migrate``); nothing calls
+``create_all``. SQLite gets WAL, foreign keys and a busy timeout so that the
+API, the C-STORE receiver and workers can share one embedded file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in a transaction: committed on success, rolled back on error."""
+        with self.sessions.begin() as session:
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Connection) -> None:
+    """Take SQLite's write lock at BEGIN, so that concurrent writers queue on
+    ``busy_timeout`` instead of failing when a read lock cannot be upgraded,
+    and so that a read-then-append (the audit chain) cannot interleave."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine for ``url``; SQLite files get their directory made (mode 0700)."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = engine
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the catalog schema to ``revision``."""
+    command.upgrade(alembic_config(engine), revision)
+
+
+def open_catalog(url: str, *, echo: bool = False, upgrade: bool = True) -> Catalog:
+    """Connect to the catalog at ``url``, migrating it first unless told not to."""
+    engine = make_engine(url, echo=echo)
+    if upgrade:
+        migrate(engine)
+    return Catalog(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))

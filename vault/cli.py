@@ -1,0 +1,175 @@
+"""The ``dicom-vault`` command line: thin wiring over the vault's parts.
+
+Every command reads the one settings object (environment and the TOML file
+named by ``DICOM_VAULT_CONFIG``), opens the vault, does one thing, and
+records what it did in the access log as actor ``cli``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import select
+
+from vault.audit import AuditRecord
+from vault.core import Vault, open_vault
+from vault.errors import VaultError
+from vault.settings import Settings
+
+app = typer.Typer(help="dicom-vault: secure DICOM upload service and health-data vault.")
+keys_app = typer.Typer(help="Key-encryption keys: rotate and re-wrap.")
+case_app = typer.Typer(help="Cases (implant orders).")
+audit_app = typer.Typer(help="The access log.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(case_app, name="case")
+app.add_typer(audit_app, name="audit")
+
+
+def _vault() -> Vault:
+    return open_vault(Settings())
+
+
+def _fail(exc: VaultError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address of the web API.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port of the web API.")] = None,
+) -> None:
+    """Run the service (web API) on the configured deployment."""
+    import uvicorn
+
+    from vault.api.app import create_app
+
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level="info",
+    )
+
+
+@case_app.command("create")
+def case_create(
+    reference: str,
+    organisation: Annotated[str, typer.Option(help="Organisation name; created if new.")],
+) -> None:
+    """Create a case (implant order) of an organisation."""
+    from vault.admin import create_case, get_or_create_organisation
+
+    vault = _vault()
+    try:
+        with vault.catalog.session() as session:
+            org = get_or_create_organisation(session, organisation)
+            case = create_case(session, reference, org)
+            vault.audit.record(
+                AuditRecord("cli", "case.create", object_type="case", object_id=case.id),
+                session=session,
+            )
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"case {reference} created ({case.id})")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files, folders or ZIP archives.")],
+    case: Annotated[str, typer.Option(help="Reference of the case these studies belong to.")],
+) -> None:
+    """Validate, encrypt and store DICOM files into a case."""
+    from dicom_ingest.cli_ingest import ingest_paths
+
+    vault = _vault()
+    try:
+        summary = ingest_paths(vault, paths, case_reference=case, echo=typer.echo)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(summary.describe())
+    if summary.refused:
+        raise typer.Exit(code=1)
+
+
+@app.command("list")
+def list_studies(
+    case: Annotated[str | None, typer.Option(help="Only this case's studies.")] = None,
+) -> None:
+    """List stored studies (internal ids, case, counts, state)."""
+    from vault.catalog.models import Case, Study
+
+    vault = _vault()
+    with vault.catalog.session() as session:
+        query = select(Study, Case.reference).outerjoin(Case, Study.case_id == Case.id)
+        if case:
+            query = query.where(Case.reference == case)
+        for study, reference in session.execute(query.order_by(Study.received_at)):
+            typer.echo(
+                f"{study.id}  case={reference or '(inbox)'}  instances={study.instance_count}"
+                f"  bytes={study.total_bytes}  state={study.state}"
+            )
+
+
+@app.command()
+def export(
+    study: Annotated[str, typer.Argument(help="Internal study id (see `dicom-vault list`).")],
+    out: Annotated[Path, typer.Option(help="Directory to write the decrypted files to.")],
+) -> None:
+    """Decrypt a study's original files to a directory (administrators only)."""
+    from vault.export import export_study
+
+    vault = _vault()
+    try:
+        count = export_study(vault, study, out, actor="cli")
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"{count} instances written to {out}")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Create a new KEK version; new data keys are wrapped under it."""
+    vault = _vault()
+    kek_id = vault.keyring.provider.rotate()
+    vault.audit.record(AuditRecord("cli", "key.rotate", object_type="kek", object_id=kek_id))
+    typer.echo(f"current key-encryption key: {kek_id}")
+
+
+@keys_app.command("rewrap")
+def keys_rewrap() -> None:
+    """Re-wrap every data key under the current KEK (no object is re-encrypted)."""
+    vault = _vault()
+    report = vault.keyring.rewrap_all()
+    vault.audit.record(
+        AuditRecord(
+            "cli",
+            "key.rewrap",
+            object_type="kek",
+            object_id=vault.keyring.provider.current_kek_id(),
+            detail={"rewrapped": report.rewrapped, "current": report.already_current},
+        )
+    )
+    typer.echo(
+        f"re-wrapped {report.rewrapped}, already current {report.already_current},"
+        f" destroyed {report.destroyed}"
+    )
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the access log's hash chain; exit 1 if it was tampered with."""
+    vault = _vault()
+    breaks = vault.audit.verify()
+    for item in breaks:
+        typer.echo(f"record {item.seq}: {item.problem}")
+    if breaks:
+        raise typer.Exit(code=1)
+    typer.echo("access log intact")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,152 @@
+"""The project's exceptions and the one table mapping them to HTTP and DIMSE.
+
+Every refusal the service can give is one of these classes. Messages are
+written for the person who sent the data and never carry PHI: no patient
+attribute, UID, file name or path is put into a message. Entry points turn an
+exception into a response with :func:`http_status` or :func:`dimse_status`;
+nothing else decides those codes.
+"""
+
+from __future__ import annotations
+
+from crypto.errors import CryptoError, IntegrityError, KeyDestroyedError, KeyProviderError
+
+
+class VaultError(Exception):
+    """Base class of every error the vault reports to a caller.
+
+    ``reason`` is a short machine-readable code, ``str(exc)`` a plain-words
+    explanation without PHI.
+    """
+
+    reason: str = "error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+# --- input refused ------------------------------------------------------
+
+
+class InvalidInput(VaultError):
+    """The input is not acceptable; nothing of it was stored."""
+
+    reason = "invalid"
+
+
+class NotDicom(InvalidInput):
+    reason = "not-dicom"
+
+
+class TruncatedFile(InvalidInput):
+    reason = "truncated"
+
+
+class CorruptHeader(InvalidInput):
+    reason = "corrupt-header"
+
+
+class MissingAttribute(InvalidInput):
+    reason = "missing-attribute"
+
+
+class PolicyRefused(InvalidInput):
+    """Valid DICOM, but outside what the validation policy accepts."""
+
+    reason = "policy"
+
+
+class SopClassRefused(PolicyRefused):
+    reason = "sop-class"
+
+
+class TransferSyntaxRefused(PolicyRefused):
+    reason = "transfer-syntax"
+
+
+class TooLarge(InvalidInput):
+    reason = "too-large"
+
+
+class UnsafeArchive(InvalidInput):
+    reason = "unsafe-archive"
+
+
+class ConflictingResend(VaultError):
+    """Same SOP Instance UID as a stored instance, with different bytes."""
+
+    reason = "conflict"
+
+
+# --- access -------------------------------------------------------------
+
+
+class NotFound(VaultError):
+    """Unknown, or outside the caller's reach (never told apart)."""
+
+    reason = "not-found"
+
+
+class NotAuthenticated(VaultError):
+    reason = "not-authenticated"
+
+
+class PermissionDenied(VaultError):
+    reason = "forbidden"
+
+
+# --- capacity -----------------------------------------------------------
+
+
+class StorageUnavailable(VaultError):
+    """The object store or catalog could not durably store the data."""
+
+    reason = "storage-unavailable"
+
+
+# The one mapping table: (exception class, HTTP status, DIMSE C-STORE status).
+# Checked in order, most specific first. DIMSE codes: PS3.4 Annex B.2.3 and
+# PS3.7 Annex C: 0xA700 out of resources, 0xA900 data set does not match SOP
+# class, 0xC000 cannot understand, 0x0124 refused: not authorised,
+# 0x0122 SOP class not supported, 0x0110 processing failure.
+_STATUS_TABLE: tuple[tuple[type[Exception], int, int], ...] = (
+    (SopClassRefused, 415, 0x0122),
+    (TransferSyntaxRefused, 415, 0xA900),
+    (MissingAttribute, 422, 0xA900),
+    (TooLarge, 413, 0xA700),
+    (PolicyRefused, 422, 0x0124),
+    (NotDicom, 415, 0xC000),
+    (TruncatedFile, 422, 0xC000),
+    (CorruptHeader, 422, 0xC000),
+    (UnsafeArchive, 422, 0xC000),
+    (InvalidInput, 422, 0xC000),
+    (ConflictingResend, 409, 0xA900),
+    (NotFound, 404, 0x0110),
+    (NotAuthenticated, 401, 0x0124),
+    (PermissionDenied, 403, 0x0124),
+    (StorageUnavailable, 503, 0xA700),
+    (KeyProviderError, 503, 0xA700),
+    (KeyDestroyedError, 410, 0x0110),
+    (IntegrityError, 500, 0x0110),
+    (CryptoError, 500, 0x0110),
+    (VaultError, 500, 0x0110),
+)
+
+
+def _row(exc: VaultError | CryptoError) -> tuple[int, int]:
+    for cls, http, dimse in _STATUS_TABLE:
+        if isinstance(exc, cls):
+            return http, dimse
+    raise TypeError(type(exc).__name__)
+
+
+def http_status(exc: VaultError | CryptoError) -> int:
+    """The HTTP status answering ``exc``."""
+    return _row(exc)[0]
+
+
+def dimse_status(exc: VaultError | CryptoError) -> int:
+    """The DIMSE C-STORE status answering ``exc``."""
+    return _row(exc)[1]

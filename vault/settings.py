@@ -1,0 +1,201 @@
+"""The one typed settings object for the whole service.
+
+Settings are read once at start-up from, in order of precedence: keyword
+arguments, environment variables (prefix ``DICOM_VAULT_``, nested sections
+joined with ``__``, e.g. ``DICOM_VAULT_STORE__KIND=s3``), and a TOML file named
+by ``DICOM_VAULT_CONFIG``. They are validated then and passed in explicitly to
+whatever needs them; nothing reads module globals.
+
+The defaults are the embedded deployment: SQLite catalog, filesystem object
+store and a local key file, all under ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATA_DIR = Path("var")
+
+
+class CatalogSettings(BaseModel):
+    """Where the catalog lives: a SQLAlchemy URL (SQLite or PostgreSQL)."""
+
+    url: str | None = None
+    echo: bool = False
+
+
+class FilesystemStoreSettings(BaseModel):
+    root: Path | None = None
+
+
+class S3StoreSettings(BaseModel):
+    endpoint: str = "127.0.0.1:8333"
+    access_key: str = ""
+    secret_key: SecretStr = SecretStr("")
+    bucket: str = "dicom-vault"
+    region: str | None = None
+    secure: bool = False
+    part_size: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+    # Object Lock can only be switched on when the bucket is created.
+    object_lock: bool = False
+
+
+class StoreSettings(BaseModel):
+    """The object store holding encrypted objects."""
+
+    kind: Literal["filesystem", "s3"] = "filesystem"
+    filesystem: FilesystemStoreSettings = FilesystemStoreSettings()
+    s3: S3StoreSettings = S3StoreSettings()
+
+
+class LocalKeySettings(BaseModel):
+    path: Path | None = None
+
+
+class Pkcs11KeySettings(BaseModel):
+    module: Path = Path("/usr/lib/softhsm/libsofthsm2.so")
+    token_label: str = "dicom-vault"  # noqa: S105 (a label, not a secret)
+    user_pin: SecretStr = SecretStr("")
+    key_label_prefix: str = "dicom-vault-kek"
+
+
+class TransitKeySettings(BaseModel):
+    url: str = "http://127.0.0.1:8200"
+    token: SecretStr = SecretStr("")
+    mount_point: str = "transit"
+    key_name: str = "dicom-vault-kek"
+    tls_ca_file: Path | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class KeySettings(BaseModel):
+    """The key provider that holds the key-encryption keys."""
+
+    provider: Literal["local", "pkcs11", "transit"] = "local"
+    local: LocalKeySettings = LocalKeySettings()
+    pkcs11: Pkcs11KeySettings = Pkcs11KeySettings()
+    transit: TransitKeySettings = TransitKeySettings()
+
+
+class IngestLimits(BaseModel):
+    """Size and count limits applied wherever bytes come in."""
+
+    max_file_bytes: int = Field(default=4 * 1024**3, gt=0)
+    max_header_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_upload_bytes: int = Field(default=64 * 1024**3, gt=0)
+    max_zip_ratio: int = Field(default=200, gt=0)
+    max_zip_entries: int = Field(default=100_000, gt=0)
+
+
+# Image storage classes useful for implant design (PS3.4 Annex B.5).
+IMPLANT_SOP_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.13.1.1",  # X-Ray 3D Angiographic Image Storage
+    "1.2.840.10008.5.1.4.1.1.13.1.2",  # X-Ray 3D Craniofacial Image Storage (CBCT)
+)
+
+# Uncompressed and lossless transfer syntaxes (PS3.5 Section 10 and Annex A).
+# Lossy syntaxes are refused by default: they blur bone edges that implant
+# design depends on. An operator can allow them explicitly.
+LOSSLESS_TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent)
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, first-order prediction
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless Only
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
+
+
+class PolicySettings(BaseModel):
+    """What the validation policy accepts, shared by every entry point."""
+
+    sop_classes: list[str] = list(IMPLANT_SOP_CLASSES)
+    transfer_syntaxes: list[str] = list(LOSSLESS_TRANSFER_SYNTAXES)
+    require_part10: bool = True
+    one_patient_per_case: bool = True
+
+
+class DeidentifySettings(BaseModel):
+    """The PS3.15 Annex E profile options for pseudonymised copies (see deidentify.profile)."""
+
+    retain_modified_dates: bool = True
+    retain_full_dates: bool = False
+    retain_patient_characteristics: bool = True
+    clean_descriptors: bool = True
+    retain_device_identity: bool = False
+    retain_institution_identity: bool = False
+    # Private attributes to keep, each "CREATOR|gggg|ee" (hex group, element offset).
+    private_safelist: list[str] = []
+    pseudonym_key_purpose: str = "pseudonym"
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+class Settings(BaseSettings):
+    """All configuration of one dicom-vault deployment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DICOM_VAULT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    catalog: CatalogSettings = CatalogSettings()
+    store: StoreSettings = StoreSettings()
+    keys: KeySettings = KeySettings()
+    limits: IngestLimits = IngestLimits()
+    policy: PolicySettings = PolicySettings()
+    deidentify: DeidentifySettings = DeidentifySettings()
+    api: ApiSettings = ApiSettings()
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        """Place the embedded catalog, store and key file under ``data_dir``."""
+        if self.catalog.url is None:
+            self.catalog.url = f"sqlite:///{(self.data_dir / 'catalog.sqlite3').resolve()}"
+        if self.store.filesystem.root is None:
+            self.store.filesystem.root = self.data_dir / "objects"
+        if self.keys.local.path is None:
+            self.keys.local.path = self.data_dir / "keys" / "kek.json"
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("DICOM_VAULT_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
