@@ -112,6 +112,14 @@ class KeyProvider(Protocol):
         """A keyed-HMAC handle for ``purpose`` (pseudonyms, audit checkpoints)."""
         ...
 
+    def destroy_kek(self, kek_id: str) -> None:
+        """Destroy an old KEK version: every DEK wrapped only under it is lost."""
+        ...
+
+    def close(self) -> None:
+        """Release sessions and connections."""
+        ...
+
 
 @runtime_checkable
 class MacKey(Protocol):

@@ -22,15 +22,13 @@ Plaintext exists only in memory buffers of bounded size.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import BinaryIO
 
 from sqlalchemy import exc as sa_exc
 
-from crypto import new_encrypting_stream
 from crypto.errors import CryptoError
 from dicom_ingest._catalog import (
     NewInstance,
@@ -47,13 +45,10 @@ from vault.core import Vault
 from vault.errors import (
     PolicyRefused,
     StorageUnavailable,
-    TooLarge,
     VaultError,
 )
 from vault.keyring import PendingKey
-from vault.store import new_object_key
-
-CHUNK = 1024 * 1024
+from vault.objects import hash_stream, write_encrypted
 
 
 @dataclass(frozen=True)
@@ -78,28 +73,6 @@ class IngestResult:
 
 
 StudyListener = Callable[[str], None]
-
-
-def _pump(
-    source: BinaryIO, prefix: bytes, sinks: Sequence[Callable[[bytes], object]], limit: int
-) -> tuple[str, int]:
-    """Feed ``prefix`` then the rest of ``source`` to every sink; hash and count.
-
-    Raises:
-        TooLarge: more than ``limit`` bytes arrived.
-    """
-    hasher = hashlib.sha256()
-    size = 0
-    chunk = prefix
-    while chunk:
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge("the file is larger than this service accepts")
-        hasher.update(chunk)
-        for sink in sinks:
-            sink(chunk)
-        chunk = source.read(CHUNK)
-    return hasher.hexdigest(), size
 
 
 class IngestPipeline:
@@ -141,18 +114,17 @@ class IngestPipeline:
             return self._compare_resend(source, prefix, lookup.existing)
         pending = None if lookup.study_key_id else self._vault.keyring.generate()
         key = pending.key if pending else self._vault.keyring.data_key(lookup.study_key_id or "")
-        object_key = new_object_key()
         completeness = header.completeness_check()
-        with self._vault.store.open_writer(object_key) as writer:
-            with new_encrypting_stream(key, writer, object_key.encode()) as encrypting:
-                digest, size = _pump(
-                    source,
-                    prefix,
-                    (encrypting.write, completeness.feed),
-                    self._limits.max_file_bytes,
-                )
-            completeness.finish()
-        new = NewInstance(facts, digest, size, object_key, key.key_id)
+        stored = write_encrypted(
+            self._vault.store,
+            key,
+            source,
+            limit=self._limits.max_file_bytes,
+            prefix=prefix,
+            observers=(completeness.feed,),
+            before_commit=completeness.finish,
+        )
+        new = NewInstance(facts, stored.sha256, stored.size, stored.object_key, key.key_id)
         return self._record(new, lookup, origin, pending)
 
     def _lookup(self, facts: InstanceFacts, origin: IngestOrigin) -> StudyLookup:
@@ -168,7 +140,7 @@ class IngestPipeline:
     def _compare_resend(
         self, source: BinaryIO, prefix: bytes, existing: StoredInstance
     ) -> IngestResult:
-        digest, _size = _pump(source, prefix, (), self._limits.max_file_bytes)
+        digest, _size = hash_stream(source, prefix=prefix, limit=self._limits.max_file_bytes)
         refuse_if_conflicting(existing.sha256, digest)
         return existing.as_result(duplicate=True)
 

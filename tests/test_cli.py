@@ -101,3 +101,38 @@ def test_key_file_is_private(tmp_path: Path, dicom_folder: Path) -> None:
     key_files = [p for p in (data / "keys").iterdir() if p.is_file()]
     assert key_files and all(p.stat().st_mode & 0o077 == 0 for p in key_files)
     shutil.rmtree(data)
+
+
+class TestServe:
+    def test_serve_answers_on_the_embedded_default(self, tmp_path: Path) -> None:
+        import socket
+        import time
+
+        import httpx
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = {**os.environ, "DICOM_VAULT_DATA_DIR": str(tmp_path / "var")}
+        server = subprocess.Popen(
+            [str(CLI), "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise
+                    time.sleep(0.2)
+            assert response.json() == {"status": "ok"}
+            catalog = tmp_path / "var" / "catalog.sqlite3"
+            assert catalog.stat().st_mode & 0o077 == 0
+        finally:
+            server.terminate()
+            server.wait(timeout=30)

@@ -8,6 +8,7 @@ API, the C-STORE receiver and workers can share one embedded file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,7 +57,10 @@ def _sqlite_begin_immediate(connection: Connection) -> None:
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine for ``url``; SQLite files get their directory made (mode 0700)."""
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # SQLite gives its -wal and -shm files the database file's mode.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
@@ -71,8 +75,9 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the catalog schema to ``revision``."""
+def migrate(engine: Engine, revision: str = "heads") -> None:
+    """Upgrade the catalog schema to ``revision`` (every branch head by default:
+    features add their tables on branches of their own, merged later)."""
     command.upgrade(alembic_config(engine), revision)
 
 
