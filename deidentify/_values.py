@@ -13,7 +13,6 @@ from pydicom.charset import convert_encodings, decode_bytes, encode_string
 
 from deidentify._codec import Syntax
 
-_ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})
 _CHARSET_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 _SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
 _NUMBER_FORMATS = {
@@ -71,8 +70,3 @@ def encode_value(value: object, vr: str, syntax: Syntax, charsets: tuple[str, ..
         return struct.pack(syntax.order + "HH", tag >> 16, tag & 0xFFFF)
     values = value if isinstance(value, list) else [str(value)]
     return encode_text(values, vr, charsets)
-
-
-def is_text_vr(vr: str) -> bool:
-    """True for VRs whose value is a character string."""
-    return vr in _ASCII_VRS or vr in _CHARSET_VRS

@@ -4,6 +4,7 @@ Each element's action comes from the compiled table (:mod:`deidentify.table`);
 the walk applies it and records the outcome. An element kept as it is is
 copied as the bytes it came in, so pixel data, geometry and rescale values are
 bit-exact and cost nothing to re-encode; only changed values are encoded.
+Attributes the table does not list are kept, except person names (PN).
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class Walk:
             elif tag & 0xFFFF == 0 or tag >> 16 == 0x0002:
                 action = Action.REMOVE  # group lengths, stray file meta
             else:
-                action = self.rules.action(tag) or Action.KEEP
+                action = self.rules.action(tag) or _unlisted(slot)
             chunk = self._apply(action, slot)
             if chunk is not None:
                 chunks.append(chunk)
@@ -283,6 +284,16 @@ class Walk:
             for e in level.elements
             if e.tag >> 16 & 1 and e.tag & 0xFFFF >= 0x1000 and self._safelisted(level, e.tag)
         }
+
+
+def _unlisted(slot: _Slot) -> Action:
+    """Attributes the table does not list are kept, except a person's name.
+
+    A PN attribute names a person by definition; the three in the standard's
+    dictionary that the table misses (Secondary Reviewer Name, Evaluator
+    Name, Document Author (Trial)) and any newer one get a dummy value.
+    """
+    return Action.DUMMY if slot.vr == "PN" else Action.KEEP
 
 
 def _join(chunks: list[Chunk]) -> bytes:

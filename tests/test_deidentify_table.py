@@ -118,9 +118,13 @@ def _dataset_with(row: TableRow) -> Dataset:
 
 def observed(row: TableRow, before: Dataset, after: Dataset) -> str:
     tag = int(row.tag, 16)
-    source, target = (before.file_meta, after.file_meta) if row.tag.startswith("0002") else (
-        before,
-        after,
+    source, target = (
+        (before.file_meta, after.file_meta)
+        if row.tag.startswith("0002")
+        else (
+            before,
+            after,
+        )
     )
     if tag not in target:
         return "removed"
@@ -197,3 +201,17 @@ class TestTableProvenance:
         for tag in ("00100010", "00100020", "00100030", "0020000D", "00080018", "60xx3000"):
             assert tag in tags
         assert len(tags) > 600
+
+
+class TestUnlistedAttributes:
+    def test_an_unlisted_person_name_gets_a_dummy(self) -> None:
+        ds = next(make_ct_series(1, rows=4, columns=4))
+        ds.EvaluatorName = f"{SECRET}^Marguerite"  # (0014,2006): not in Table E.1-1
+        out = make_engine().deidentify(ds).dataset
+        assert out is not None and out.EvaluatorName == "ANONYMOUS"
+
+    def test_an_unlisted_technical_attribute_is_kept_byte_for_byte(self) -> None:
+        ds = next(make_ct_series(1, rows=4, columns=4))
+        ds.ConvolutionKernel = "B30f"
+        out = make_engine().deidentify(ds).dataset
+        assert out is not None and out.ConvolutionKernel == "B30f"

@@ -151,9 +151,83 @@ class DeidentifySettings(BaseModel):
     pseudonym_key_purpose: str = "pseudonym"
 
 
+class CelerySettings(BaseModel):
+    """The task queue running study-level work (see deidentify.tasks).
+
+    With no ``broker_url`` (the embedded default) tasks run eagerly in the
+    calling process; with one (Redis or RabbitMQ) ``dicom-vault worker``
+    processes consume them.
+    """
+
+    broker_url: str | None = None
+    result_backend: str | None = None
+    queue: str = "dicom-vault"
+    task_time_limit_seconds: int = Field(default=3600, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    # Retry n waits base * 2**n seconds, at most the maximum.
+    retry_backoff_seconds: float = Field(default=10.0, ge=0)
+    retry_backoff_max_seconds: float = Field(default=600.0, ge=0)
+    worker_concurrency: int = Field(default=1, ge=1)
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
+
+
+class AuthSettings(BaseModel):
+    """Logins, sessions, lock-out, API tokens and request limits (see vault.auth)."""
+
+    session_idle_minutes: int = Field(default=30, gt=0)
+    session_absolute_hours: int = Field(default=12, gt=0)
+    # Between a correct password and a correct TOTP code (or enrolment).
+    pending_login_minutes: int = Field(default=10, gt=0)
+    # Off only for plain-http local use; the cookie is then not ``__Host-``.
+    cookie_secure: bool = True
+    lockout_threshold: int = Field(default=5, gt=0)
+    lockout_address_threshold: int = Field(default=20, gt=0)
+    lockout_minutes: int = Field(default=15, gt=0)
+    token_default_days: int = Field(default=30, gt=0)
+    token_max_days: int = Field(default=365, gt=0)
+    link_valid_hours: int = Field(default=24, gt=0)
+    password_min_length: int = Field(default=12, ge=8)
+    # argon2id cost; lower only in tests.
+    password_time_cost: int = Field(default=3, ge=1)
+    password_memory_kib: int = Field(default=65536, ge=8)
+    # Bodies larger than this are refused with 413, except under the upload
+    # prefixes, which get ``limits.max_upload_bytes``.
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
+    upload_path_prefixes: list[str] = ["/api/uploads", "/files", "/dicomweb"]
+    # Send HSTS even on http (TLS terminated by a proxy in front).
+    hsts: bool = False
+    # The address people use, for links printed by the CLI; default from ``api``.
+    public_url: str | None = None
+
+
+class ScpSettings(BaseModel):
+    """The DICOM C-STORE receiver for hospital PACS (see dicom_ingest.scp)."""
+
+    ae_title: str = Field(default="DICOMVAULT", min_length=1, max_length=16)
+    bind: str = "127.0.0.1"
+    port: int = Field(default=11112, ge=0, le=65535)
+    # DICOM TLS (PS3.15 Annex B): server certificate and key; CA bundle to
+    # verify client certificates (mutual TLS) when ``tls_ca`` is set.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    require_client_cert: bool = False
+    # 0 means unlimited: fewer, larger PDUs cost less per instance.
+    max_pdu: int = Field(default=0, ge=0)
+    max_associations: int = Field(default=16, gt=0)
+    # Worker processes sharing the port (SO_REUSEPORT); 1 runs in-process.
+    processes: int = Field(default=1, ge=1, le=64)
+    # The attribute whose value names the case (an open Case.reference).
+    case_attribute: str = "AccessionNumber"
+    # Refuse a calling AE title whose PacsNode.host differs from the peer address.
+    check_peer_address: bool = False
+    settle_idle_seconds: float = Field(default=300.0, gt=0)
+    settle_check_seconds: float = Field(default=30.0, gt=0)
+    network_timeout_seconds: float = Field(default=60.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -172,7 +246,10 @@ class Settings(BaseSettings):
     limits: IngestLimits = IngestLimits()
     policy: PolicySettings = PolicySettings()
     deidentify: DeidentifySettings = DeidentifySettings()
+    celery: CelerySettings = CelerySettings()
     api: ApiSettings = ApiSettings()
+    auth: AuthSettings = AuthSettings()
+    scp: ScpSettings = ScpSettings()
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
