@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.services.key_providers",
     "tests.services.postgres",
     "tests.services.vault_env",
+    "tests.services.redis",
 ]

@@ -44,7 +44,7 @@ class StoredObject:
 def _pump(source: BinaryIO, prefix: bytes, sinks: Sequence[Sink], limit: int) -> tuple[str, int]:
     hasher = hashlib.sha256()
     size = 0
-    chunk = prefix
+    chunk = prefix or source.read(CHUNK)
     while chunk:
         size += len(chunk)
         if size > limit:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import vault.catalog.deid  # noqa: F401 (registers the pseudonymised-copy tables)
 from vault.catalog.models import Base
 
 config = context.config
