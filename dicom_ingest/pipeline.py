@@ -28,6 +28,7 @@ from datetime import timedelta
 from typing import BinaryIO
 
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
 
 from crypto.errors import CryptoError
 from dicom_ingest._catalog import (
@@ -101,7 +102,8 @@ class IngestPipeline:
         except (VaultError, CryptoError) as exc:
             self._audit_refusal(origin, exc)
             raise
-        self._audit_stored(origin, result)
+        if result.duplicate:
+            self._audit_stored(origin, result)
         if self._on_study_updated is not None:
             self._on_study_updated(result.study_id)
         return result
@@ -129,7 +131,7 @@ class IngestPipeline:
 
     def _lookup(self, facts: InstanceFacts, origin: IngestOrigin) -> StudyLookup:
         index = self._vault.index
-        with self._vault.catalog.session() as session:
+        with self._vault.catalog.read_session() as session:
             lookup = find_study(session, index, facts, origin.organisation_id, origin.case_id)
         if lookup.case_id is not None and lookup.case_id != origin.case_id and origin.case_id:
             raise PolicyRefused("this study is already filed under another case")
@@ -174,12 +176,20 @@ class IngestPipeline:
         for _attempt in range(3):
             try:
                 with self._vault.catalog.session() as session:
-                    return record_instance(session, self._vault, new, origin, pending, retention)
+                    stored, duplicate = record_instance(
+                        session, self._vault, new, origin, pending, retention
+                    )
+                    if not duplicate:
+                        self._audit_stored(origin, stored.as_result(duplicate=False), session)
+                    return stored, duplicate
             except sa_exc.IntegrityError as exc:
                 last_error = exc
         raise StorageUnavailable("the catalog could not record the instance") from last_error
 
-    def _audit_stored(self, origin: IngestOrigin, result: IngestResult) -> None:
+    def _audit_stored(
+        self, origin: IngestOrigin, result: IngestResult, session: Session | None = None
+    ) -> None:
+        """Record a store; a new instance is recorded in its own catalog transaction."""
         self._vault.audit.record(
             AuditRecord(
                 actor=origin.actor,
@@ -189,7 +199,8 @@ class IngestPipeline:
                 object_id=result.instance_id,
                 remote=origin.remote,
                 detail={"channel": origin.channel, "study": result.study_id, "bytes": result.size},
-            )
+            ),
+            session=session,
         )
 
     def _audit_refusal(self, origin: IngestOrigin, exc: VaultError | CryptoError) -> None:

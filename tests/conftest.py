@@ -8,5 +8,7 @@ pytest_plugins = [
     "tests.services.key_providers",
     "tests.services.postgres",
     "tests.services.vault_env",
+    "tests.services.auth_env",
     "tests.services.redis",
+    "tests.services.dicom_peers",
 ]

@@ -115,7 +115,7 @@ class TestServe:
             port = probe.getsockname()[1]
         env = {**os.environ, "DICOM_VAULT_DATA_DIR": str(tmp_path / "var")}
         server = subprocess.Popen(
-            [str(CLI), "serve", "--port", str(port)],
+            [str(CLI), "serve", "--port", str(port), "--no-scp"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

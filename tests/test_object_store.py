@@ -130,6 +130,16 @@ class TestS3Multipart:
             writer.write(b"small")
         assert "-" not in s3_admin.stat_object(s3_store.bucket, writer.key).etag
 
+    def test_object_above_the_s3_minimum_but_below_a_part_is_a_single_put(
+        self, s3_store, s3_admin, seaweedfs_s3
+    ):
+        large_parts = S3ObjectStore(minio_client(seaweedfs_s3), s3_store.bucket, part_size=16 * MiB)
+        data = payload(11 * MiB)
+        with large_parts.open_writer() as writer:
+            write_in_chunks(writer, data)
+        assert "-" not in s3_admin.stat_object(s3_store.bucket, writer.key).etag
+        assert read_all(s3_store, writer.key) == data
+
 
 class TestNothingVisibleBeforeCommit:
     @pytest.mark.parametrize("size", [10, 6 * MiB], ids=["small", "more-than-a-part"])

@@ -9,7 +9,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.catalog.models import Case, Organisation
+from vault.catalog.accounts import ROLES, CaseAssignment, User
+from vault.catalog.models import Case, Organisation, PacsNode
 from vault.errors import InvalidInput, NotFound
 
 
@@ -45,3 +46,110 @@ def case_by_reference(session: Session, reference: str) -> Case:
     if case is None:
         raise NotFound("no such case")
     return case
+
+
+def register_pacs_node(
+    session: Session,
+    ae_title: str,
+    organisation: Organisation,
+    *,
+    host: str | None = None,
+    cert_sha256: str | None = None,
+) -> PacsNode:
+    """A new enabled PACS node: calling AE title ``ae_title`` of ``organisation``.
+
+    ``host`` is ``"host"`` or ``"host:port"`` (where storage-commitment reports
+    go when the PACS closed its association); ``cert_sha256`` the hex SHA-256
+    of its TLS client certificate, required on every association when set.
+
+    Raises:
+        InvalidInput: the AE title is empty, too long, or already registered.
+    """
+    title = ae_title.strip()
+    if not title or len(title) > 16 or "\\" in title:
+        raise InvalidInput("an AE title has 1 to 16 characters and no backslash")
+    if session.scalar(select(PacsNode).where(PacsNode.ae_title == title)) is not None:
+        raise InvalidInput("this AE title is already registered")
+    fingerprint = cert_sha256.replace(":", "").strip().lower() if cert_sha256 else None
+    if fingerprint is not None and len(fingerprint) != 64:
+        raise InvalidInput("a certificate fingerprint is 64 hex digits (SHA-256)")
+    node = PacsNode(
+        organisation_id=organisation.id,
+        ae_title=title,
+        host=host,
+        cert_sha256=fingerprint,
+        enabled=True,
+    )
+    session.add(node)
+    session.flush()
+    return node
+
+
+def set_pacs_node_enabled(session: Session, ae_title: str, enabled: bool) -> PacsNode:
+    """Enable or disable the PACS node ``ae_title``. Raises NotFound."""
+    node = session.scalar(select(PacsNode).where(PacsNode.ae_title == ae_title.strip()))
+    if node is None:
+        raise NotFound("no such PACS node")
+    node.enabled = enabled
+    session.flush()
+    return node
+
+
+# --- accounts (vault.auth) -----------------------------------------------
+
+
+def create_user(
+    session: Session,
+    email: str,
+    role: str,
+    organisation: Organisation,
+    *,
+    password_hash: str | None = None,
+) -> User:
+    """A new user ``email`` with ``role`` in ``organisation``.
+
+    Raises:
+        InvalidInput: unknown role, malformed or already used e-mail address.
+    """
+    address = email.strip().lower()
+    if role not in ROLES:
+        raise InvalidInput(f"the role must be one of {', '.join(ROLES)}")
+    if "@" not in address or len(address) > 254 or any(c.isspace() for c in address):
+        raise InvalidInput("this is not an e-mail address")
+    if session.scalar(select(User).where(User.email == address)) is not None:
+        raise InvalidInput("a user with this e-mail address already exists")
+    user = User(
+        email=address, role=role, organisation_id=organisation.id, password_hash=password_hash
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def user_by_email(session: Session, email: str) -> User:
+    """The user with ``email``. Raises NotFound."""
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise NotFound("no such user")
+    return user
+
+
+def assign_case(session: Session, case: Case, user: User) -> CaseAssignment:
+    """Assign engineer ``user`` to ``case`` (idempotent).
+
+    Raises:
+        InvalidInput: ``user`` is not an engineer.
+    """
+    if user.role != "engineer":
+        raise InvalidInput("only engineers are assigned to cases")
+    found = session.scalar(
+        select(CaseAssignment).where(
+            CaseAssignment.case_id == case.id, CaseAssignment.user_id == user.id
+        )
+    )
+    if found is not None:
+        return found
+    assignment = CaseAssignment(case_id=case.id, user_id=user.id)
+    session.add(assignment)
+    session.flush()
+    return assignment

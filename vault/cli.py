@@ -8,23 +8,30 @@ records what it did in the access log as actor ``cli``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from sqlalchemy import select
 
 from vault.audit import AuditRecord
+from vault.auth.commands import admin_app
 from vault.core import Vault, open_vault
 from vault.errors import VaultError
 from vault.settings import Settings
+
+if TYPE_CHECKING:
+    from dicom_ingest.scp import StorageScp
 
 app = typer.Typer(help="dicom-vault: secure DICOM upload service and health-data vault.")
 keys_app = typer.Typer(help="Key-encryption keys: rotate and re-wrap.")
 case_app = typer.Typer(help="Cases (implant orders).")
 audit_app = typer.Typer(help="The access log.")
+pacs_app = typer.Typer(help="Hospital PACS allowed to send over DICOM.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(case_app, name="case")
 app.add_typer(audit_app, name="audit")
+app.add_typer(pacs_app, name="pacs")
+app.add_typer(admin_app, name="admin")
 
 
 def _vault() -> Vault:
@@ -40,19 +47,75 @@ def _fail(exc: VaultError) -> typer.Exit:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address of the web API.")] = None,
     port: Annotated[int | None, typer.Option(help="Port of the web API.")] = None,
+    scp: Annotated[
+        bool, typer.Option(help="Also run the DICOM C-STORE receiver beside the API.")
+    ] = True,
 ) -> None:
-    """Run the service (web API) on the configured deployment."""
+    """Run the service (web API, and the DICOM receiver) on the configured deployment."""
     import uvicorn
 
     from vault.api.app import create_app
 
     settings = Settings()
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.api.host,
-        port=port or settings.api.port,
-        log_level="info",
-    )
+    receiver = _start_receiver(settings) if scp else None
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=host or settings.api.host,
+            port=port or settings.api.port,
+            log_level="info",
+        )
+    finally:
+        if receiver is not None:
+            receiver.stop()
+
+
+def _start_receiver(settings: Settings) -> StorageScp:
+    """The C-STORE receiver in background threads of this process."""
+    from dicom_ingest.scp import StorageScp
+
+    receiver = StorageScp(open_vault(settings), settings.scp)
+    host, port = receiver.start()
+    typer.echo(f"DICOM receiver {settings.scp.ae_title} on {host}:{port}")
+    return receiver
+
+
+@app.command("scp")
+def scp_command() -> None:
+    """Run only the DICOM C-STORE receiver (scp.processes processes) until stopped."""
+    from dicom_ingest.scp import run_scp
+
+    settings = Settings()
+    typer.echo(f"DICOM receiver {settings.scp.ae_title} on {settings.scp.bind}:{settings.scp.port}")
+    run_scp(settings)
+
+
+@pacs_app.command("add")
+def pacs_add(
+    ae_title: str,
+    organisation: Annotated[str, typer.Option(help="Organisation name; created if new.")],
+    host: Annotated[
+        str | None, typer.Option(help="Host (or host:port) for commitment reports.")
+    ] = None,
+    cert_sha256: Annotated[
+        str | None, typer.Option(help="SHA-256 of the PACS's TLS client certificate.")
+    ] = None,
+) -> None:
+    """Allow a hospital PACS (calling AE title) to send to the DICOM receiver."""
+    from vault.admin import get_or_create_organisation, register_pacs_node
+
+    vault = _vault()
+    try:
+        with vault.catalog.session() as session:
+            org = get_or_create_organisation(session, organisation)
+            node = register_pacs_node(session, ae_title, org, host=host, cert_sha256=cert_sha256)
+            vault.audit.record(
+                AuditRecord("cli", "pacs.add", object_type="pacs_node", object_id=node.id),
+                session=session,
+            )
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"PACS node {node.ae_title} added ({node.id})")
 
 
 @case_app.command("create")
@@ -128,6 +191,69 @@ def export(
     except VaultError as exc:
         raise _fail(exc) from exc
     typer.echo(f"{count} instances written to {out}")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Worker processes (default: celery.worker_concurrency).")
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker for study-level tasks (de-identification) on the broker."""
+    from deidentify.tasks import create_celery_app
+
+    settings = Settings()
+    if settings.celery.broker_url is None:
+        typer.echo("error: no broker (celery.broker_url): tasks run in-process", err=True)
+        raise typer.Exit(code=2)
+    app_ = create_celery_app(settings)
+    app_.worker_main(
+        [
+            "worker",
+            f"--loglevel={loglevel}",
+            f"--concurrency={concurrency or settings.celery.worker_concurrency}",
+            f"--queues={settings.celery.queue}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
+def deidentify(
+    inputs: Annotated[list[Path], typer.Argument(help="DICOM files or folders.")],
+    out: Annotated[Path, typer.Option(help="Directory for the de-identified files.")],
+    report: Annotated[
+        bool, typer.Option(help="Also write deidentification-report.json (no values).")
+    ] = False,
+) -> None:
+    """De-identify files offline with the deployment's profile and pseudonym key."""
+    from deidentify.offline import run
+    from deidentify.profile import Profile
+
+    vault = _vault()
+    settings = vault.settings.deidentify
+    summary = run(
+        inputs,
+        out,
+        mac_key=vault.keyring.provider.mac_key(settings.pseudonym_key_purpose),
+        report=report,
+        profile=Profile.from_settings(settings),
+    )
+    counts = summary.quarantine_counts()
+    vault.audit.record(
+        AuditRecord(
+            "cli",
+            "deidentify.offline",
+            detail={"written": len(summary.written), "quarantined": sum(counts.values())},
+        )
+    )
+    held = ", ".join(f"{code} {n}" for code, n in sorted(counts.items())) or "none"
+    typer.echo(
+        f"written {len(summary.written)}, quarantined {sum(counts.values())} ({held}),"
+        f" skipped {len(summary.skipped)}"
+    )
 
 
 @keys_app.command("rotate")

@@ -97,6 +97,12 @@ class PermissionDenied(VaultError):
     reason = "forbidden"
 
 
+class TooManyAttempts(VaultError):
+    """Logins refused for a while after repeated failures (account or address)."""
+
+    reason = "throttled"
+
+
 # --- capacity -----------------------------------------------------------
 
 
@@ -126,6 +132,7 @@ _STATUS_TABLE: tuple[tuple[type[Exception], int, int], ...] = (
     (NotFound, 404, 0x0110),
     (NotAuthenticated, 401, 0x0124),
     (PermissionDenied, 403, 0x0124),
+    (TooManyAttempts, 429, 0x0124),
     (StorageUnavailable, 503, 0xA700),
     (KeyProviderError, 503, 0xA700),
     (KeyDestroyedError, 410, 0x0110),

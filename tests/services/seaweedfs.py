@@ -11,6 +11,8 @@ A missing binary goes through ``missing_service``.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import secrets
@@ -33,6 +35,7 @@ from tests.services._require import missing_service
 from vault.settings import S3StoreSettings
 
 START_TIMEOUT_SECONDS = 60.0
+_PR_SET_PDEATHSIG = 1
 _ROLES_WITH_GRPC_SOCKETS = ("master", "volume", "filer", "s3")
 # weed reads master.toml from its working directory: one volume per new
 # collection (each bucket is one) instead of seven keeps the server small.
@@ -46,6 +49,16 @@ def find_weed() -> Path | None:
         return beside
     found = shutil.which("weed")
     return Path(found) if found else None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the test process dies (Linux).
+
+    So a test run killed before its teardown (timeout, Ctrl-C twice) leaves no
+    server behind.
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -122,6 +135,7 @@ class SeaweedServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 env={**os.environ, "TMPDIR": str(self.workdir)},
             )
 

@@ -9,6 +9,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from crypto.errors import CryptoError
+from vault.api.routes_auth import install_accounts
+from vault.api.security import install_security
+from vault.clock import Clock
 from vault.core import open_vault
 from vault.errors import VaultError, http_status
 from vault.settings import Settings
@@ -20,18 +23,20 @@ def _error_response(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": exc.reason, "detail": str(exc)}, status_code=http_status(exc))
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The service's web application for ``settings``."""
+def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
+    """The service's web application for ``settings`` (``clock``: tests' time)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.vault = open_vault(settings)
+        app.state.vault = open_vault(settings, clock=clock)
         yield
         app.state.vault.close()
 
     app = FastAPI(title="dicom-vault", version="0.1.0", lifespan=lifespan)
     app.add_exception_handler(VaultError, _error_response)
     app.add_exception_handler(CryptoError, _error_response)
+    install_security(app, settings)
+    install_accounts(app)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:

@@ -26,11 +26,18 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 class Catalog:
     engine: Engine
     sessions: sessionmaker[Session]
+    readers: sessionmaker[Session]
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session in a transaction: committed on success, rolled back on error."""
         with self.sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only: on SQLite it does not take the write lock."""
+        with self.readers.begin() as session:
             yield session
 
     def dispose(self) -> None:
@@ -47,11 +54,15 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(connection: Connection) -> None:
+def _sqlite_begin(connection: Connection) -> None:
     """Take SQLite's write lock at BEGIN, so that concurrent writers queue on
     ``busy_timeout`` instead of failing when a read lock cannot be upgraded,
-    and so that a read-then-append (the audit chain) cannot interleave."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    and so that a read-then-append (the audit chain) cannot interleave.
+    Read-only sessions (``Catalog.read_session``) begin deferred instead."""
+    if connection.get_execution_options().get("catalog_readonly"):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -63,7 +74,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True)
 
@@ -86,4 +97,9 @@ def open_catalog(url: str, *, echo: bool = False, upgrade: bool = True) -> Catal
     engine = make_engine(url, echo=echo)
     if upgrade:
         migrate(engine)
-    return Catalog(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
+    reader = engine.execution_options(catalog_readonly=True)
+    return Catalog(
+        engine=engine,
+        sessions=sessionmaker(engine, expire_on_commit=False),
+        readers=sessionmaker(reader, expire_on_commit=False),
+    )

@@ -135,7 +135,7 @@ class FilesystemObjectWriter:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is not None:
-            pass
+            self.abort()
         elif self._state == _OPEN:
             self.commit()
 

@@ -121,7 +121,7 @@ class S3ObjectWriter:
             room = self._part_size - len(self._buffer)
             self._buffer += view[:room]
             view = view[room:]
-            if len(self._buffer) == 10**12:
+            if len(self._buffer) == self._part_size:
                 with self._aborting_on_failure("store a part"):
                     self._send_part()
         return total
@@ -164,7 +164,15 @@ class S3ObjectWriter:
     def _put_whole(self) -> None:
         length = len(self._buffer)
         data = io.BytesIO(self._buffer)
-        self._client.put_object(self._bucket, self.key, data, length, content_type=CONTENT_TYPE)
+        # part_size above the length makes minio send one PUT (no threaded multipart).
+        self._client.put_object(
+            self._bucket,
+            self.key,
+            data,
+            length,
+            content_type=CONTENT_TYPE,
+            part_size=self._part_size,
+        )
 
     def _send_part(self) -> None:
         if self._upload_id is None:
@@ -181,7 +189,7 @@ class S3ObjectWriter:
         upload_id = self._client._create_multipart_upload(self._bucket, self.key, headers)
         self._upload_id = upload_id
         self._finalizer = weakref.finalize(
-            self, lambda *a: None, self._client, self._bucket, self.key, upload_id
+            self, _abort_upload, self._client, self._bucket, self.key, upload_id
         )
 
     @contextmanager

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-import vault.catalog.deid  # noqa: F401 (registers the pseudonymised-copy tables)
+# Imported for their effect: each module registers its tables on Base.
+import vault.catalog.accounts
+import vault.catalog.deid  # noqa: F401
 from vault.catalog.models import Base
 
 config = context.config

@@ -1,0 +1,158 @@
+"""Who may send to the C-STORE receiver, and what each association did (private).
+
+A calling AE title is admitted only if it is a registered, enabled
+:class:`~vault.catalog.models.PacsNode`; optionally the peer address must
+match the node's ``host``, and when the node has a ``cert_sha256`` the
+association must come over TLS with exactly that client certificate.
+Every admission, refusal and close is written to the access log as action
+``association``; the calling AE title itself is never logged (it is chosen
+by the caller), only the node's internal id.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from vault.audit import AuditRecord
+from vault.catalog.models import PacsNode
+from vault.core import Vault
+from vault.settings import ScpSettings
+
+ACTION = "association"
+
+
+@dataclass
+class PeerSession:
+    """One admitted association: the node it speaks for and what it did."""
+
+    node_id: str
+    organisation_id: str
+    remote: str
+    tls: bool
+    stored: int = 0
+    refused: int = 0
+    case_cache: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def actor(self) -> str:
+        return f"pacs:{self.node_id}"
+
+
+@dataclass(frozen=True)
+class CallerFacts:
+    """What is known of a caller at A-ASSOCIATE-RQ time."""
+
+    calling_ae_title: str
+    address: str
+    port: int
+    tls: bool
+    cert_sha256: str | None
+
+    @property
+    def remote(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+class Refusal(Exception):
+    """An association refused; ``reason`` goes to the access log."""
+
+    def __init__(self, reason: str, node_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.node_id = node_id
+
+
+def _normalise_fingerprint(value: str) -> str:
+    return value.replace(":", "").strip().lower()
+
+
+def _addresses_of(host: str) -> set[str]:
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        return set()
+
+
+class PeerRegistry:
+    """Admits callers and keeps the session of each open association."""
+
+    def __init__(self, vault: Vault, settings: ScpSettings) -> None:
+        self._vault = vault
+        self._settings = settings
+        self._sessions: dict[int, PeerSession] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, key: int, caller: CallerFacts) -> PeerSession:
+        """Check ``caller`` and open its session under ``key``.
+
+        Raises:
+            Refusal: unknown or disabled AE title, wrong address or certificate.
+        """
+        try:
+            session = self._check(caller)
+        except Refusal as refusal:
+            self._audit(refusal.node_id, caller.remote, f"refused:{refusal.reason}", tls=caller.tls)
+            raise
+        with self._lock:
+            self._sessions[key] = session
+        self._audit(session.node_id, session.remote, "open", tls=session.tls)
+        return session
+
+    def _check(self, caller: CallerFacts) -> PeerSession:
+        title = caller.calling_ae_title.strip()
+        with self._vault.catalog.session() as db:
+            node = db.scalar(select(PacsNode).where(PacsNode.ae_title == title))
+            if node is None or not node.enabled:
+                raise Refusal("unknown-caller", node.id if node else None)
+            node_id, organisation_id = node.id, node.organisation_id
+            host, expected_cert = node.host, node.cert_sha256
+        if self._settings.check_peer_address and host and caller.address not in _addresses_of(host):
+            raise Refusal("peer-address", node_id)
+        if expected_cert:
+            presented = caller.cert_sha256 or ""
+            if _normalise_fingerprint(presented) != _normalise_fingerprint(expected_cert):
+                raise Refusal("certificate", node_id)
+        return PeerSession(node_id, organisation_id, caller.remote, caller.tls)
+
+    def get(self, key: int) -> PeerSession | None:
+        with self._lock:
+            return self._sessions.get(key)
+
+    def close(self, key: int, *, aborted: bool) -> None:
+        """Forget the session under ``key`` and log its close (no-op if none)."""
+        with self._lock:
+            session = self._sessions.pop(key, None)
+        if session is None:
+            return
+        outcome = "aborted" if aborted else "closed"
+        self._audit(
+            session.node_id,
+            session.remote,
+            outcome,
+            tls=session.tls,
+            stored=session.stored,
+            refused=session.refused,
+        )
+
+    def open_count(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def _audit(
+        self, node_id: str | None, remote: str, outcome: str, *, tls: bool, **counts: int
+    ) -> None:
+        self._vault.audit.record(
+            AuditRecord(
+                actor=f"pacs:{node_id}" if node_id else "pacs:unknown",
+                action=ACTION,
+                outcome=outcome,
+                object_type="pacs_node" if node_id else None,
+                object_id=node_id,
+                remote=remote,
+                detail={"tls": tls, **counts},
+            )
+        )

@@ -1,0 +1,255 @@
+"""The C-STORE, C-ECHO and association event handlers of the receiver (private).
+
+Each handler is a small function bound with pynetdicom's
+``evt_handlers=[(event, handler, [context])]``. The C-STORE handler adapts the
+received data set to a Part 10 stream (no copy of the pixel bytes, nothing
+spooled to disk), works out the case, and calls the one
+:class:`~dicom_ingest.pipeline.IngestPipeline`. It answers ``0x0000`` only
+after the pipeline returned, that is once the instance is encrypted, durably
+stored and catalogued; a refusal is answered with the status the one table
+in :mod:`vault.errors` gives.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+import traceback
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pynetdicom import evt
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_dimse_sent_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
+)
+from sqlalchemy import select
+
+from crypto.errors import CryptoError
+from dicom_ingest._scp_peers import CallerFacts, PeerRegistry, PeerSession, Refusal
+from dicom_ingest._scp_transport import peer_certificate_sha256
+from dicom_ingest.pipeline import IngestOrigin, IngestPipeline
+from vault.catalog.models import Case
+from vault.core import Vault
+from vault.errors import VaultError, dimse_status
+from vault.settle import StudySettledHooks
+
+log = logging.getLogger("dicom_ingest.scp")
+
+_STANDARD_LOGGERS = (
+    ("EVT_DIMSE_RECV", standard_dimse_recv_handler),
+    ("EVT_DIMSE_SENT", standard_dimse_sent_handler),
+    ("EVT_PDU_RECV", standard_pdu_recv_handler),
+    ("EVT_PDU_SENT", standard_pdu_sent_handler),
+)
+
+SUCCESS = 0x0000
+# An unexpected failure inside the receiver: "Refused: Out of Resources" tells
+# the PACS to keep the instance and retry later (PS3.4 Annex B.2.3).
+UNEXPECTED_FAILURE = 0xA700
+# A-ASSOCIATE-RJ: rejected-permanent, DICOM UL service-user, calling AE title
+# not recognised (PS3.8 Section 9.3.4).
+REJECT_UNKNOWN_CALLER = (0x01, 0x01, 0x03)
+# Rejected-transient, service-user, no reason given: try again later.
+REJECT_TRANSIENT = (0x02, 0x01, 0x01)
+_CASE_PROBE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ReceiverContext:
+    """What the handlers share: the vault, the pipeline, who is connected."""
+
+    vault: Vault
+    pipeline: IngestPipeline
+    peers: PeerRegistry
+    case_tag: BaseTag
+    hooks: StudySettledHooks
+    ae_title: str = "DICOMVAULT"
+
+
+def case_tag_for(keyword: str) -> BaseTag:
+    """The tag of the configured case attribute. Raises ValueError if unknown."""
+    try:
+        return Tag(keyword)
+    except ValueError as exc:
+        raise ValueError("scp.case_attribute is not a DICOM keyword") from exc
+
+
+class Part10Stream(io.RawIOBase):
+    """Preamble, ``DICM``, file meta, then the received data set, read in order.
+
+    The data set's buffer is read through a memoryview: its bytes are not
+    copied into a second Part 10 buffer.
+    """
+
+    def __init__(self, prefix: bytes, dataset: memoryview) -> None:
+        super().__init__()
+        self._parts = [memoryview(prefix), dataset]
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self._parts and self._offset >= len(self._parts[0]):
+            self._parts.pop(0)
+            self._offset = 0
+        if not self._parts:
+            return 0
+        part = self._parts[0]
+        count = min(len(buffer), len(part) - self._offset)
+        buffer[:count] = part[self._offset : self._offset + count]
+        self._offset += count
+        return count
+
+
+def part10_stream(event: Any) -> tuple[Part10Stream, memoryview]:
+    """The Part 10 stream of a C-STORE event, and the raw data set it ends with."""
+    meta = io.BytesIO()
+    meta.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(meta, event.file_meta, enforce_standard=True)  # type: ignore[arg-type]
+    dataset = event.request.DataSet.getbuffer()
+    return Part10Stream(meta.getvalue(), dataset), dataset
+
+
+def _probe_case_value(dataset: memoryview, transfer_syntax: UID, tag: BaseTag) -> str | None:
+    """The case attribute's value from the front of the data set, if it decodes."""
+    head = bytes(dataset[:_CASE_PROBE_BYTES])
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(head, _CASE_PROBE_BYTES)
+    try:
+        parsed = read_dataset(
+            io.BytesIO(head),
+            transfer_syntax.is_implicit_VR,
+            transfer_syntax.is_little_endian,
+            stop_when=lambda element_tag, _vr, _length: element_tag > tag,
+            specific_tags=[tag],
+        )
+        value = parsed.get(tag)
+        text = str(value.value).strip() if value is not None and value.value else ""
+    except (ValueError, TypeError, KeyError, EOFError, NotImplementedError, struct.error):
+        return None
+    return text or None
+
+
+def resolve_case(context: ReceiverContext, peer: PeerSession, value: str | None) -> str | None:
+    """The open case of the peer's organisation named ``value``, else ``None`` (inbox)."""
+    if value is None:
+        return None
+    if value not in peer.case_cache:
+        with context.vault.catalog.session() as session:
+            peer.case_cache[value] = session.scalar(
+                select(Case.id).where(
+                    Case.reference == value,
+                    Case.organisation_id == peer.organisation_id,
+                    Case.status == "open",
+                )
+            )
+    return peer.case_cache[value]
+
+
+def log_unexpected(what: str, exc: BaseException) -> None:
+    """Log an unexpected exception by type and frames: its message may quote data."""
+    log.error(
+        "%s failed unexpectedly: %s\n%s",
+        what,
+        type(exc).__name__,
+        "".join(traceback.format_tb(exc.__traceback__)),
+    )
+
+
+def handle_store(event: Any, context: ReceiverContext) -> int:
+    """EVT_C_STORE: hand the instance to the pipeline; answer its status."""
+    peer = context.peers.get(id(event.assoc))
+    if peer is None:  # not admitted: cannot happen once EVT_REQUESTED ran
+        return dimse_status(VaultError("association not admitted"))
+    try:
+        status = _store(event, context, peer)
+    except Exception as exc:  # noqa: BLE001 (a DIMSE status must answer every failure)
+        log_unexpected("C-STORE", exc)
+        status = UNEXPECTED_FAILURE
+    if status == SUCCESS:
+        peer.stored += 1
+    else:
+        peer.refused += 1
+    return status
+
+
+def _store(event: Any, context: ReceiverContext, peer: PeerSession) -> int:
+    stream, dataset = part10_stream(event)
+    transfer_syntax = UID(event.context.transfer_syntax)
+    case_value = _probe_case_value(dataset, transfer_syntax, context.case_tag)
+    origin = IngestOrigin(
+        channel="cstore",
+        actor=peer.actor,
+        organisation_id=peer.organisation_id,
+        case_id=resolve_case(context, peer, case_value),
+        remote=peer.remote,
+    )
+    try:
+        context.pipeline.ingest(stream, origin)
+    except (VaultError, CryptoError) as exc:
+        log.info("C-STORE refused: %s", exc.reason if isinstance(exc, VaultError) else "crypto")
+        return dimse_status(exc)
+    return SUCCESS
+
+
+def handle_echo(event: Any, context: ReceiverContext) -> int:
+    """EVT_C_ECHO: always success for an admitted caller."""
+    return SUCCESS
+
+
+def _caller(event: Any) -> CallerFacts:
+    assoc = event.assoc
+    sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+    return CallerFacts(
+        calling_ae_title=str(assoc.requestor.primitive.calling_ae_title),
+        address=str(assoc.requestor.address),
+        port=int(assoc.requestor.port),
+        tls=sock is not None and hasattr(sock, "getpeercert"),
+        cert_sha256=peer_certificate_sha256(sock) if sock is not None else None,
+    )
+
+
+def handle_requested(event: Any, context: ReceiverContext) -> None:
+    """EVT_REQUESTED: admit a registered caller, reject anyone else (A-ASSOCIATE-RJ)."""
+    try:
+        context.peers.admit(id(event.assoc), _caller(event))
+    except Refusal as refusal:
+        log.info("association refused: %s", refusal.reason)
+        _reject(event.assoc, REJECT_UNKNOWN_CALLER)
+    except Exception as exc:  # noqa: BLE001 (the caller must get an answer, not silence)
+        log_unexpected("association admission", exc)
+        _reject(event.assoc, REJECT_TRANSIENT)
+
+
+def _reject(assoc: Any, result_source_diagnostic: tuple[int, int, int]) -> None:
+    """Send A-ASSOCIATE-RJ and wait until it is on the wire (as pynetdicom's own
+    rejections do) before the connection is closed."""
+    assoc.acse.send_reject(*result_source_diagnostic)
+    assoc.kill()
+
+
+def handle_conn_open(event: Any, context: ReceiverContext) -> None:
+    """EVT_CONN_OPEN: unbind pynetdicom's standard logging handlers from the
+    association: at DEBUG level they log the UIDs of every message."""
+    for name, handler in _STANDARD_LOGGERS:
+        event.assoc.unbind(getattr(evt, name), handler)
+
+
+def handle_aborted(event: Any, context: ReceiverContext) -> None:
+    """EVT_ABORTED: log the association's close as aborted."""
+    context.peers.close(id(event.assoc), aborted=True)
+
+
+def handle_closed(event: Any, context: ReceiverContext) -> None:
+    """EVT_CONN_CLOSE: log the association's close (if not already logged)."""
+    context.peers.close(id(event.assoc), aborted=False)

@@ -1,0 +1,269 @@
+"""The hospital PACS entry: a DICOM storage SCP (C-STORE, C-ECHO, storage commitment).
+
+:class:`StorageScp` is thin wiring over pynetdicom: an application entity
+with the policy's SOP classes x transfer syntaxes, Verification and Storage
+Commitment Push Model; small event handlers (:mod:`dicom_ingest._scp_store`)
+that admit only registered :class:`~vault.catalog.models.PacsNode` callers and
+hand every instance to the one :class:`~dicom_ingest.pipeline.IngestPipeline`;
+sockets with ``TCP_NODELAY`` and optional DICOM TLS
+(:mod:`dicom_ingest._scp_transport`); and a timer thread settling idle studies
+(:mod:`vault.settle`).
+
+Received data sets stay in memory: pynetdicom's option to spool them to
+temporary files (``STORE_RECV_CHUNKED_DATASET``) is left off, so plaintext
+never touches disk.
+
+Example::
+
+    with StorageScp(open_vault(settings), settings.scp) as scp:
+        host, port = scp.address
+        ...
+
+Command line: ``dicom-vault scp`` (receiver only) or ``dicom-vault serve``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+from datetime import timedelta
+from types import TracebackType
+
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
+
+from dicom_ingest._scp_peers import PeerRegistry
+from dicom_ingest._scp_store import (
+    ReceiverContext,
+    case_tag_for,
+    handle_aborted,
+    handle_closed,
+    handle_conn_open,
+    handle_echo,
+    handle_requested,
+    handle_store,
+)
+from dicom_ingest._scp_transport import (
+    VaultAssociationServer,
+    server_class,
+    server_tls_context,
+)
+from dicom_ingest.commitment import handle_commitment
+from dicom_ingest.pipeline import IngestPipeline
+from dicom_ingest.validation import ValidationPolicy
+from vault.core import Vault, open_vault
+from vault.settings import ScpSettings, Settings
+from vault.settle import IdleSettler, StudySettledHooks
+
+__all__ = ["StorageScp", "build_ae", "run_scp"]
+
+log = logging.getLogger(__name__)
+
+_UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+
+
+def build_ae(settings: ScpSettings, policy: ValidationPolicy) -> AE:
+    """The application entity: AE title, PDU and association limits, contexts."""
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_pdu_size = settings.max_pdu
+    ae.maximum_associations = settings.max_associations
+    ae.network_timeout = settings.network_timeout_seconds
+    transfer_syntaxes = sorted(policy.transfer_syntaxes)
+    for sop_class in sorted(policy.sop_classes):
+        ae.add_supported_context(sop_class, transfer_syntaxes)
+    ae.add_supported_context(Verification, _UNCOMPRESSED)
+    ae.add_supported_context(StorageCommitmentPushModel, _UNCOMPRESSED)
+    return ae
+
+
+def _handlers(context: ReceiverContext) -> list[tuple[evt.EventType, object, list[object]]]:
+    return [
+        (evt.EVT_CONN_OPEN, handle_conn_open, [context]),
+        (evt.EVT_REQUESTED, handle_requested, [context]),
+        (evt.EVT_C_ECHO, handle_echo, [context]),
+        (evt.EVT_C_STORE, handle_store, [context]),
+        (evt.EVT_N_ACTION, handle_commitment, [context]),
+        (evt.EVT_ABORTED, handle_aborted, [context]),
+        (evt.EVT_CONN_CLOSE, handle_closed, [context]),
+    ]
+
+
+class StorageScp:
+    """The C-STORE receiver of one vault, started and stopped explicitly.
+
+    Parameters
+    ----------
+    vault:
+        Where instances go; its settings give the validation policy.
+    settings:
+        The receiver's settings; ``vault.settings.scp`` if omitted.
+    hooks:
+        Told about each study that settles (idle, or storage commitment).
+    reuse_port:
+        Share the port with sibling processes (``SO_REUSEPORT``).
+    settle:
+        Run the idle-study timer thread (off in child processes).
+    """
+
+    def __init__(
+        self,
+        vault: Vault,
+        settings: ScpSettings | None = None,
+        *,
+        hooks: StudySettledHooks | None = None,
+        reuse_port: bool = False,
+        settle: bool = True,
+    ) -> None:
+        self._vault = vault
+        self._settings = settings or vault.settings.scp
+        self._hooks = hooks or StudySettledHooks()
+        self._reuse_port = reuse_port
+        policy = ValidationPolicy.from_settings(vault.settings.policy)
+        self._context = ReceiverContext(
+            vault=vault,
+            pipeline=IngestPipeline(vault, policy),
+            peers=PeerRegistry(vault, self._settings),
+            case_tag=case_tag_for(self._settings.case_attribute),
+            hooks=self._hooks,
+            ae_title=self._settings.ae_title,
+        )
+        self._ae = build_ae(self._settings, policy)
+        self._server: VaultAssociationServer | None = None
+        self._thread: threading.Thread | None = None
+        self._settler = (
+            IdleSettler(
+                vault,
+                idle=timedelta(seconds=self._settings.settle_idle_seconds),
+                interval=timedelta(seconds=self._settings.settle_check_seconds),
+                hooks=self._hooks,
+            )
+            if settle
+            else None
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port); useful when the configured port is 0."""
+        if self._server is None:
+            raise RuntimeError("the receiver is not running")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def server(self) -> VaultAssociationServer | None:
+        """The running association server (for inspection)."""
+        return self._server
+
+    def start(self) -> tuple[str, int]:
+        """Bind and serve in background threads; return the bound address.
+
+        Raises:
+            OSError: the address cannot be bound.
+            ValueError, ssl.SSLError: the TLS settings are incomplete or wrong.
+        """
+        server = self._ae.make_server(
+            (self._settings.bind, self._settings.port),
+            evt_handlers=_handlers(self._context),
+            ssl_context=server_tls_context(self._settings),
+            server_class=server_class(reuse_port=self._reuse_port),
+        )
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="dicom-vault-scp", daemon=True
+        )
+        self._thread.start()
+        self._server = server
+        if self._settler is not None:
+            self._settler.start()
+        log.info("DICOM receiver %s listening on %s:%d", self._settings.ae_title, *self.address)
+        return self.address
+
+    def stop(self) -> None:
+        """Stop accepting, abort open associations, stop the settle timer."""
+        if self._settler is not None:
+            self._settler.stop()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> StorageScp:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _wait_for_signal() -> None:
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    stopping.wait()
+
+
+def _child(settings: Settings) -> None:
+    """One receiver process of several sharing the port."""
+    vault = open_vault(settings)
+    scp = StorageScp(vault, settings.scp, reuse_port=True, settle=False)
+    scp.start()
+    try:
+        _wait_for_signal()
+    finally:
+        scp.stop()
+        vault.close()
+
+
+def run_scp(settings: Settings, hooks: StudySettledHooks | None = None) -> None:
+    """Run the receiver until SIGTERM or SIGINT (``settings.scp.processes`` of them).
+
+    With several processes each child binds the same port with
+    ``SO_REUSEPORT`` and the kernel spreads associations across them; this
+    process keeps only the idle-study timer.
+    """
+    vault = open_vault(settings)
+    if settings.scp.processes == 1:
+        scp = StorageScp(vault, settings.scp, hooks=hooks)
+        scp.start()
+        try:
+            _wait_for_signal()
+        finally:
+            scp.stop()
+            vault.close()
+        return
+    _run_processes(vault, settings, hooks)
+
+
+def _run_processes(vault: Vault, settings: Settings, hooks: StudySettledHooks | None) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    children = [
+        spawn.Process(target=_child, args=(settings,), name=f"dicom-vault-scp-{n}")
+        for n in range(settings.scp.processes)
+    ]
+    for child in children:
+        child.start()
+    settler = IdleSettler(
+        vault,
+        idle=timedelta(seconds=settings.scp.settle_idle_seconds),
+        interval=timedelta(seconds=settings.scp.settle_check_seconds),
+        hooks=hooks,
+    )
+    settler.start()
+    try:
+        _wait_for_signal()
+    finally:
+        settler.stop()
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.join()
+        vault.close()

@@ -1,0 +1,102 @@
+"""Helpers shared by the C-STORE receiver tests: SCUs, raw sends, catalog counts."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import time
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.sop_class import CTImageStorage
+from sqlalchemy import func, select
+
+from dicom_ingest.synthetic import make_ct_series
+from tests.services.dicom_peers import Dcmtk, Receiver, nodelay_env
+from vault.catalog.models import Instance, Study
+from vault.core import Vault
+
+
+def small_series(n: int = 3, *, seed: int = 0, **kwargs: object) -> list[Dataset]:
+    return list(make_ct_series(n, rows=64, columns=64, seed=seed, **kwargs))  # type: ignore[arg-type]
+
+
+def associate(receiver: Receiver, ae_title: str = "PACS1", *contexts: str) -> Association:
+    ae = AE(ae_title=ae_title)
+    for context in contexts or (CTImageStorage,):
+        ae.add_requested_context(context, ExplicitVRLittleEndian)
+    return ae.associate(receiver.host, receiver.port, ae_title=receiver.ae_title)
+
+
+def instance_count(vault: Vault) -> int:
+    with vault.catalog.session() as session:
+        return int(session.scalar(select(func.count()).select_from(Instance)) or 0)
+
+
+def studies(vault: Vault) -> list[Study]:
+    with vault.catalog.session() as session:
+        return list(session.scalars(select(Study)))
+
+
+def store_message(sop_class: str, sop_instance: str, payload: bytes) -> C_STORE:
+    request = C_STORE()
+    request.MessageID = 1
+    request.AffectedSOPClassUID = sop_class
+    request.AffectedSOPInstanceUID = sop_instance
+    request.Priority = 2
+    request.DataSet = io.BytesIO(payload)
+    return request
+
+
+def send_raw_store(assoc: Association, request: C_STORE) -> int:
+    """Send a C-STORE whose data set bytes are given as they are; return the status."""
+    context = assoc._get_valid_context(request.AffectedSOPClassUID, "", "scu")
+    # Pause the requestor's reactor (as pynetdicom's own send_* methods do),
+    # or it takes the response off the queue first.
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.0001)
+    try:
+        assoc.dimse.send_msg(request, context.context_id)
+        _context_id, response = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    return int(response.Status)
+
+
+def send_partial_store(assoc: Association, request: C_STORE, fraction: float = 0.5) -> None:
+    """Send only the first part of a C-STORE's P-DATA PDUs, then abort."""
+    context = assoc._get_valid_context(request.AffectedSOPClassUID, "", "scu")
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    pdus = list(message.encode_msg(context.context_id, 16382))
+    for pdu in pdus[: max(2, int(len(pdus) * fraction))]:
+        assoc.dul.send_pdu(pdu)
+    assoc.abort()
+
+
+def run_storescu(
+    dcmtk: Dcmtk,
+    receiver: Receiver,
+    files: list[Path],
+    *,
+    ae_title: str = "PACS1",
+    tls: list[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    argv = [
+        str(dcmtk.storescu),
+        "-aet",
+        ae_title,
+        "-aec",
+        receiver.ae_title,
+        *(tls or []),
+        receiver.host,
+        str(receiver.port),
+        *map(str, files),
+    ]
+    return subprocess.run(argv, capture_output=True, text=True, env=nodelay_env(), timeout=120)

@@ -1,0 +1,82 @@
+"""The receiver from the command line: ``dicom-vault pacs add`` and ``dicom-vault scp``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dicom_ingest.synthetic import write_series
+from tests.cstore_support import small_series
+from tests.services.dicom_peers import Dcmtk, free_port, nodelay_env
+
+CLI = Path(sys.executable).with_name("dicom-vault")
+
+
+def cli_env(data_dir: Path, port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DICOM_VAULT_DATA_DIR": str(data_dir),
+        "DICOM_VAULT_SCP__PORT": str(port),
+    }
+
+
+def wait_for_echo(dcmtk: Dcmtk, port: int, process: subprocess.Popen[str]) -> None:
+    """Poll with C-ECHO until the receiver answers (start-up readiness, not a timing check)."""
+    for _ in range(300):
+        if process.poll() is not None:
+            raise RuntimeError("the receiver exited during start-up")
+        echo = subprocess.run(
+            [str(dcmtk.echoscu), "-aet", "PACS1", "127.0.0.1", str(port)], capture_output=True
+        )
+        if echo.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError("the receiver never answered C-ECHO")
+
+
+class TestScpCommand:
+    def test_registered_pacs_stores_through_the_scp_command(
+        self, dcmtk: Dcmtk, tmp_path: Path
+    ) -> None:
+        port = free_port()
+        env = cli_env(tmp_path / "var", port)
+        added = subprocess.run(
+            [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "PACS node PACS1 added" in added.stdout
+        process = subprocess.Popen(
+            [str(CLI), "scp"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            wait_for_echo(dcmtk, port, process)
+            files = write_series(tmp_path / "in", small_series(2))
+            sent = subprocess.run(
+                [str(dcmtk.storescu), "-aet", "PACS1", "127.0.0.1", str(port), *map(str, files)],
+                capture_output=True,
+                env=nodelay_env(),
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=60)
+        assert sent.returncode == 0
+        assert process.returncode == 0
+        listed = subprocess.run(
+            [str(CLI), "list"], env=env, capture_output=True, text=True, check=True
+        )
+        assert "case=(inbox)  instances=2" in listed.stdout
+
+    def test_duplicate_ae_title_is_refused(self, tmp_path: Path) -> None:
+        env = cli_env(tmp_path / "var", free_port())
+        argv = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
+        subprocess.run(argv, env=env, capture_output=True, check=True)
+        again = subprocess.run(argv, env=env, capture_output=True, text=True)
+        assert again.returncode == 2
+        assert "already registered" in again.stderr

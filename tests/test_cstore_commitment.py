@@ -1,0 +1,175 @@
+"""Storage commitment push model on the receiver, with a pynetdicom SCU as the PACS."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage, StorageCommitmentPushModel
+from sqlalchemy import select, update
+
+from dicom_ingest.commitment import (
+    COMMITMENT_INSTANCE_UID,
+    NO_SUCH_OBJECT_INSTANCE,
+    PROCESSING_FAILURE,
+)
+from tests.cstore_support import associate, small_series
+from tests.services.dicom_peers import Receiver, free_port
+from vault.catalog.models import PacsNode, Study
+
+REPORT_WAIT_SECONDS = 60  # an upper bound for a hung receiver, not a timing check
+
+
+class ReportCatcher:
+    """The SCU side's EVT_N_EVENT_REPORT handler: keeps the report."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.event_type: int | None = None
+        self.report: Dataset | None = None
+
+    def __call__(self, event: Any) -> tuple[int, None]:
+        self.event_type = int(event.request.EventTypeID)
+        self.report = event.event_information
+        self.arrived.set()
+        return 0x0000, None
+
+    def wait(self) -> Dataset:
+        assert self.arrived.wait(REPORT_WAIT_SECONDS), "no N-EVENT-REPORT arrived"
+        assert self.report is not None
+        return self.report
+
+
+def request(datasets: list[Dataset], extra_uids: list[str] = ()) -> Dataset:  # type: ignore[assignment]
+    ds = Dataset()
+    ds.TransactionUID = generate_uid()
+    items = []
+    for uid, sop_class in [(d.SOPInstanceUID, d.SOPClassUID) for d in datasets] + [
+        (u, CTImageStorage) for u in extra_uids
+    ]:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sop_class
+        item.ReferencedSOPInstanceUID = uid
+        items.append(item)
+    ds.ReferencedSOPSequence = items
+    return ds
+
+
+def commitment_scu(receiver: Receiver, catcher: ReportCatcher) -> Any:
+    ae = AE(ae_title="PACS1")
+    ae.add_requested_context(CTImageStorage)
+    ae.add_requested_context(StorageCommitmentPushModel)
+    return ae.associate(
+        receiver.host,
+        receiver.port,
+        ae_title=receiver.ae_title,
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, catcher)],
+    )
+
+
+def uids(sequence: Any) -> set[str]:
+    return {str(item.ReferencedSOPInstanceUID) for item in sequence}
+
+
+class TestCommitmentOnTheSameAssociation:
+    def test_stored_instances_committed_unknown_one_failed(self, receiver: Receiver) -> None:
+        datasets = small_series(2)
+        unknown = str(generate_uid())
+        catcher = ReportCatcher()
+        assoc = commitment_scu(receiver, catcher)
+        assert [assoc.send_c_store(ds).Status for ds in datasets] == [0, 0]
+        asked = request(datasets, [unknown])
+        status, _reply = assoc.send_n_action(
+            asked, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID
+        )
+        report = catcher.wait()
+        assoc.release()
+        assert status.Status == 0x0000
+        assert catcher.event_type == 2
+        assert report.TransactionUID == asked.TransactionUID
+        assert uids(report.ReferencedSOPSequence) == {str(d.SOPInstanceUID) for d in datasets}
+        (failed,) = report.FailedSOPSequence
+        assert (str(failed.ReferencedSOPInstanceUID), failed.FailureReason) == (
+            unknown,
+            NO_SUCH_OBJECT_INSTANCE,
+        )
+
+    def test_all_committed_gives_event_type_1_and_settles_study(self, receiver: Receiver) -> None:
+        datasets = small_series(2, seed=5)
+        catcher = ReportCatcher()
+        settled: list[str] = []
+        receiver.hooks.register(settled.append)
+        assoc = commitment_scu(receiver, catcher)
+        for ds in datasets:
+            assoc.send_c_store(ds)
+        assoc.send_n_action(
+            request(datasets), 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID
+        )
+        report = catcher.wait()
+        assoc.release()
+        assert catcher.event_type == 1
+        assert "FailedSOPSequence" not in report
+        with receiver.vault.catalog.session() as session:
+            study = session.scalar(select(Study))
+            assert study is not None
+            assert (study.state, settled) == ("settled", [study.id])
+
+    def test_tampered_instance_is_not_committed(self, receiver: Receiver) -> None:
+        ds = small_series(1, seed=6)[0]
+        assoc = associate(receiver)
+        assert assoc.send_c_store(ds).Status == 0
+        assoc.release()
+        root = Path(str(receiver.vault.settings.store.filesystem.root))
+        (stored,) = [p for p in root.rglob("*") if p.is_file()]
+        data = bytearray(stored.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        stored.write_bytes(bytes(data))
+        catcher = ReportCatcher()
+        scu = commitment_scu(receiver, catcher)
+        scu.send_n_action(request([ds]), 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID)
+        report = catcher.wait()
+        scu.release()
+        assert catcher.event_type == 2
+        assert [item.FailureReason for item in report.FailedSOPSequence] == [PROCESSING_FAILURE]
+
+
+@pytest.fixture
+def pacs_listener(receiver: Receiver) -> Iterator[tuple[ReportCatcher, int]]:
+    """The PACS's own SCP, taking the report on a new association."""
+    catcher = ReportCatcher()
+    port = free_port()
+    ae = AE(ae_title="PACS1")
+    ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    server = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, catcher)]
+    )
+    with receiver.vault.catalog.session() as session:
+        session.execute(
+            update(PacsNode).where(PacsNode.id == receiver.node_id).values(host=f"127.0.0.1:{port}")
+        )
+    yield catcher, port
+    server.shutdown()
+
+
+class TestCommitmentOnANewAssociation:
+    def test_report_goes_to_the_node_when_the_scu_released(
+        self, receiver: Receiver, pacs_listener: tuple[ReportCatcher, int]
+    ) -> None:
+        catcher, _port = pacs_listener
+        ds = small_series(1, seed=8)[0]
+        ae = AE(ae_title="PACS1")
+        ae.add_requested_context(CTImageStorage)
+        ae.add_requested_context(StorageCommitmentPushModel)
+        assoc = ae.associate(receiver.host, receiver.port, ae_title=receiver.ae_title)
+        assoc.send_c_store(ds)
+        assoc.send_n_action(request([ds]), 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID)
+        assoc.release()
+        report = catcher.wait()
+        assert catcher.event_type == 1
+        assert uids(report.ReferencedSOPSequence) == {str(ds.SOPInstanceUID)}

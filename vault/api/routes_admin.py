@@ -1,0 +1,193 @@
+"""Administration pages: organisations, users and invitations, PACS nodes, cases,
+assignments. Every change is recorded in the access log as the administrator.
+
+One-time links (invitations and password resets) are shown once, on the page
+answering the request that made them, and never again.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault import admin
+from vault.api.pages import render
+from vault.audit import AuditRecord
+from vault.auth.guard import authenticator, remote_of, require
+from vault.auth.links import link_url
+from vault.auth.permissions import Permission, Principal
+from vault.catalog.accounts import ROLES, CaseAssignment, User
+from vault.catalog.models import Case, Organisation, PacsNode
+from vault.core import Vault
+from vault.errors import NotFound
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+Admin = Annotated[Principal, Depends(require(Permission.ADMIN, page=True))]
+OrgId = Annotated[str, Form(max_length=32)]
+
+
+def _vault(request: Request) -> Vault:
+    return request.app.state.vault
+
+
+def _audit(
+    request: Request, session: Session, principal: Principal, action: str, kind: str, oid: str
+) -> None:
+    record = AuditRecord(
+        principal.actor, action, object_type=kind, object_id=oid, remote=remote_of(request)
+    )
+    _vault(request).audit.record(record, session=session)
+
+
+def _organisation(session: Session, organisation_id: str) -> Organisation:
+    organisation = session.get(Organisation, organisation_id)
+    if organisation is None:
+        raise NotFound("no such organisation")
+    return organisation
+
+
+def _user(session: Session, user_id: str) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such user")
+    return user
+
+
+def _back() -> RedirectResponse:
+    return RedirectResponse("/admin", status_code=303)
+
+
+@router.get("", response_class=HTMLResponse)
+def overview(request: Request, principal: Admin) -> Response:
+    return _overview(request)
+
+
+def _overview(request: Request, *, link: str | None = None, link_email: str = "") -> Response:
+    vault = _vault(request)
+    with vault.catalog.session() as session:
+        organisations = list(session.scalars(select(Organisation).order_by(Organisation.name)))
+        users = list(session.scalars(select(User).order_by(User.email)))
+        emails = {user.id: user.email for user in users}
+        assigned: dict[str, list[str]] = {}
+        for row in session.scalars(select(CaseAssignment)):
+            assigned.setdefault(row.case_id, []).append(emails.get(row.user_id, "?"))
+        context = {
+            "organisations": organisations,
+            "org_names": {org.id: org.name for org in organisations},
+            "users": users,
+            "roles": ROLES,
+            "pacs_nodes": list(session.scalars(select(PacsNode).order_by(PacsNode.ae_title))),
+            "cases": list(session.scalars(select(Case).order_by(Case.created_at.desc()))),
+            "assigned": assigned,
+        }
+    return render(
+        request,
+        "admin.html",
+        status_code=201 if link else 200,
+        link=link,
+        link_email=link_email,
+        link_hours=vault.settings.auth.link_valid_hours,
+        **context,
+    )
+
+
+@router.post("/organisations")
+def add_organisation(
+    request: Request,
+    principal: Admin,
+    name: Annotated[str, Form(min_length=1, max_length=200)],
+    kind: Annotated[str, Form(pattern="^(hospital|manufacturer)$")] = "hospital",
+) -> Response:
+    with _vault(request).catalog.session() as session:
+        organisation = admin.get_or_create_organisation(session, name.strip(), kind=kind)
+        _audit(request, session, principal, "admin.org-create", "organisation", organisation.id)
+    return _back()
+
+
+@router.post("/users", response_class=HTMLResponse)
+def add_user(
+    request: Request,
+    principal: Admin,
+    email: Annotated[str, Form(max_length=254)],
+    role: Annotated[str, Form(max_length=20)],
+    organisation_id: OrgId,
+) -> Response:
+    vault = _vault(request)
+    with vault.catalog.session() as session:
+        user = admin.create_user(session, email, role, _organisation(session, organisation_id))
+        token = authenticator(request).links.issue(session, user.id, "invite")
+        _audit(request, session, principal, "admin.user-create", "user", user.id)
+        address = user.email
+    return _overview(request, link=link_url(vault.settings, token), link_email=address)
+
+
+@router.post("/users/{user_id}/reset", response_class=HTMLResponse)
+def reset_link(request: Request, principal: Admin, user_id: str) -> Response:
+    vault = _vault(request)
+    with vault.catalog.session() as session:
+        user = _user(session, user_id)
+        token = authenticator(request).links.issue(session, user.id, "reset")
+        _audit(request, session, principal, "admin.password-reset", "user", user.id)
+        address = user.email
+    return _overview(request, link=link_url(vault.settings, token), link_email=address)
+
+
+@router.post("/users/{user_id}/disable")
+def disable_user(request: Request, principal: Admin, user_id: str) -> Response:
+    auth = authenticator(request)
+    with _vault(request).catalog.session() as session:
+        user = _user(session, user_id)
+        user.disabled = True
+        auth.sessions.end_all(session, user.id)
+        auth.tokens.revoke_all(session, user.id)
+        _audit(request, session, principal, "admin.user-disable", "user", user.id)
+    return _back()
+
+
+@router.post("/pacs-nodes")
+def add_pacs_node(
+    request: Request,
+    principal: Admin,
+    ae_title: Annotated[str, Form(max_length=16)],
+    organisation_id: OrgId,
+    host: Annotated[str, Form(max_length=255)] = "",
+) -> Response:
+    with _vault(request).catalog.session() as session:
+        organisation = _organisation(session, organisation_id)
+        node = admin.register_pacs_node(session, ae_title, organisation, host=host or None)
+        _audit(request, session, principal, "admin.pacs-create", "pacs_node", node.id)
+    return _back()
+
+
+@router.post("/cases")
+def add_case(
+    request: Request,
+    principal: Admin,
+    reference: Annotated[str, Form(min_length=1, max_length=64)],
+    organisation_id: OrgId,
+) -> Response:
+    with _vault(request).catalog.session() as session:
+        organisation = _organisation(session, organisation_id)
+        case = admin.create_case(session, reference.strip(), organisation)
+        _audit(request, session, principal, "admin.case-create", "case", case.id)
+    return _back()
+
+
+@router.post("/assignments")
+def add_assignment(
+    request: Request,
+    principal: Admin,
+    case_id: Annotated[str, Form(max_length=32)],
+    user_id: Annotated[str, Form(max_length=32)],
+) -> Response:
+    with _vault(request).catalog.session() as session:
+        case = session.get(Case, case_id)
+        if case is None:
+            raise NotFound("no such case")
+        admin.assign_case(session, case, _user(session, user_id))
+        _audit(request, session, principal, "admin.assign", "case", case.id)
+    return _back()

@@ -1,0 +1,162 @@
+"""The ``dicom-vault admin`` commands: users, password links, assignments, tokens.
+
+Each command opens the vault, does one thing, records it in the access log as
+actor ``cli`` and prints what the operator must hand over (a one-time link or
+a token) exactly once. Secrets are printed to standard output only, never
+logged.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from sqlalchemy.orm import Session
+
+from vault import admin
+from vault.audit import AuditRecord
+from vault.auth.links import base_url, link_url
+from vault.auth.login import Authenticator
+from vault.auth.permissions import CaseAction, Principal, can_access_case
+from vault.core import Vault, open_vault
+from vault.errors import InvalidInput, VaultError
+from vault.settings import Settings
+
+admin_app = typer.Typer(help="Accounts: users, password links, case assignments, API tokens.")
+
+
+def _open() -> tuple[Vault, Authenticator]:
+    vault = open_vault(Settings())
+    return vault, Authenticator(vault)
+
+
+def _fail(exc: VaultError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=2)
+
+
+def _record(vault: Vault, session: Session, action: str, kind: str, oid: str) -> None:
+    vault.audit.record(AuditRecord("cli", action, object_type=kind, object_id=oid), session=session)
+
+
+@admin_app.command("create-user")
+def create_user(
+    email: str,
+    role: Annotated[str, typer.Option(help="clinician, engineer, dpo or admin.")],
+    organisation: Annotated[str, typer.Option(help="Organisation name; created if new.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create a user and print a one-time link to set a password and enrol TOTP."""
+    vault, auth = _open()
+    try:
+        password_hash = auth.passwords.hash(_read_password()) if password_stdin else None
+        kind = "hospital" if role == "clinician" else "manufacturer"
+        with vault.catalog.session() as session:
+            org = admin.get_or_create_organisation(session, organisation, kind=kind)
+            user = admin.create_user(session, email, role, org, password_hash=password_hash)
+            token = None if password_stdin else auth.links.issue(session, user.id, "invite")
+            _record(vault, session, "admin.user-create", "user", user.id)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    finally:
+        vault.close()
+    typer.echo(f"user {user.email} created ({user.id}), role {role}")
+    if token is None:
+        typer.echo(f"log in at {base_url(vault.settings)}/login to enrol the second factor")
+    else:
+        _print_link(vault, token)
+
+
+def _read_password() -> str:
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _print_link(vault: Vault, token: str) -> None:
+    hours = vault.settings.auth.link_valid_hours
+    typer.echo(f"one-time link (valid {hours} h, works once):")
+    typer.echo(link_url(vault.settings, token))
+
+
+@admin_app.command("reset-password")
+def reset_password(
+    email: str,
+    reset_totp: Annotated[
+        bool, typer.Option("--reset-totp", help="Also require a new TOTP enrolment.")
+    ] = False,
+) -> None:
+    """Print a one-time link to set a new password (sessions end when it is used)."""
+    vault, auth = _open()
+    try:
+        with vault.catalog.session() as session:
+            user = admin.user_by_email(session, email)
+            if reset_totp:
+                user.totp_sealed = user.totp_confirmed_at = user.totp_last_step = None
+                auth.sessions.end_all(session, user.id)
+            token = auth.links.issue(session, user.id, "reset")
+            _record(vault, session, "admin.password-reset", "user", user.id)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    finally:
+        vault.close()
+    _print_link(vault, token)
+
+
+@admin_app.command("assign")
+def assign(case_ref: str, email: str) -> None:
+    """Assign the engineer ``EMAIL`` to case ``CASE_REF``."""
+    vault, _ = _open()
+    try:
+        with vault.catalog.session() as session:
+            case = admin.case_by_reference(session, case_ref)
+            admin.assign_case(session, case, admin.user_by_email(session, email))
+            _record(vault, session, "admin.assign", "case", case.id)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    finally:
+        vault.close()
+    typer.echo(f"{email} assigned to case {case_ref}")
+
+
+@admin_app.command("create-token")
+def create_token(
+    email: str,
+    name: Annotated[str, typer.Option(help="What the token is for (shown in lists).")] = "cli",
+    case: Annotated[str | None, typer.Option(help="Limit to this case reference.")] = None,
+    days: Annotated[int | None, typer.Option(help="Lifetime in days.")] = None,
+) -> None:
+    """Create an API token (read:pseudonymised) for an engineer and print it once."""
+    vault, auth = _open()
+    try:
+        with vault.catalog.session() as session:
+            user = admin.user_by_email(session, email)
+            case_id = admin.case_by_reference(session, case).id if case else None
+            owner = Principal(user.id, user.organisation_id, user.role, "session")
+            action = CaseAction.READ_PSEUDONYMISED
+            if case_id and not can_access_case(owner, case_id, action, session=session):
+                raise InvalidInput("the engineer is not assigned to this case")
+            token, secret = auth.tokens.issue(session, user, name=name, case_id=case_id, days=days)
+            _record(vault, session, "token.create", "token", token.id)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    finally:
+        vault.close()
+    typer.echo(f"token {token.id} expires {token.expires_at.date()}; shown only now:")
+    typer.echo(secret)
+
+
+@admin_app.command("revoke-token")
+def revoke_token(token_id: str) -> None:
+    """Revoke an API token by its id."""
+    vault, auth = _open()
+    try:
+        with vault.catalog.session() as session:
+            auth.tokens.revoke(session, token_id)
+            _record(vault, session, "token.revoke", "token", token_id)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    finally:
+        vault.close()
+    typer.echo(f"token {token_id} revoked")

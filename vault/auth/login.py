@@ -1,0 +1,223 @@
+"""The login flows: password, TOTP (with enrolment), one-time links, logout.
+
+:class:`Authenticator` ties the pieces together for the web routes and the
+CLI. Each step runs in one catalog transaction and *returns* its outcome, so
+that failure counters and access-log records are committed even when the
+login is refused. Every login, failed login, lock-out, enrolment, password
+change and logout is recorded in the access log, without secrets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.audit import AuditRecord
+from vault.auth import totp
+from vault.auth.links import Links
+from vault.auth.passwords import Passwords
+from vault.auth.permissions import Principal
+from vault.auth.sessions import SessionStore
+from vault.auth.throttle import Throttle, account_key, address_key
+from vault.auth.tokens import Tokens
+from vault.catalog.accounts import LoginSession, User
+from vault.core import Vault
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of a login step: a new cookie secret, or why not."""
+
+    cookie: str | None = None
+    stage: str | None = None
+    refusal: str | None = None  # "credentials", "locked", "code", "expired"
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    secret: str
+    uri: str
+
+
+class Authenticator:
+    """The authentication front door of one vault."""
+
+    def __init__(self, vault: Vault) -> None:
+        auth = vault.settings.auth
+        self.vault = vault
+        self.passwords = Passwords(auth)
+        self.sessions = SessionStore(auth, vault.clock)
+        self.tokens = Tokens(auth, vault.clock)
+        self.links = Links(vault.settings, vault.clock)
+        self.throttle = Throttle(auth, vault.clock)
+        self.sealer = totp.TotpSealer(vault.keyring.provider.mac_key(totp.SEAL_PURPOSE))
+
+    # --- password step ---------------------------------------------------
+
+    def password_step(self, email: str, password: str, remote: str | None) -> Outcome:
+        """Check e-mail and password; on success a pending session (TOTP or enrolment)."""
+        keys = (account_key(email), address_key(remote))
+        with self.vault.catalog.session() as session:
+            if self.throttle.locked(session, *keys):
+                self._record(session, "anonymous", "auth.login", "refused-locked", remote)
+                return Outcome(refusal="locked")
+            user = session.scalar(select(User).where(User.email == email.strip().lower()))
+            stored = user.password_hash if user is not None else None
+            if not self.passwords.verify(stored, password) or user is None or user.disabled:
+                return self._fail(session, user, keys, remote, "credentials")
+            self._maybe_rehash(user, password)
+            stage = "totp" if user.totp_confirmed_at is not None else "enrol"
+            cookie = self.sessions.start(session, user.id, stage, remote)
+            self._record(session, f"user:{user.id}", "auth.password", "success", remote)
+            return Outcome(cookie=cookie, stage=stage)
+
+    def _fail(
+        self,
+        session: Session,
+        user: User | None,
+        keys: tuple[str, str],
+        remote: str | None,
+        why: str,
+    ) -> Outcome:
+        actor = f"user:{user.id}" if user is not None else "anonymous"
+        self._record(session, actor, "auth.login", f"failure-{why}", remote)
+        if self.throttle.failure(session, *keys):
+            self._record(session, actor, "auth.lockout", "locked", remote)
+        return Outcome(refusal=why)
+
+    def _maybe_rehash(self, user: User, password: str) -> None:
+        if user.password_hash and self.passwords.needs_rehash(user.password_hash):
+            user.password_hash = self.passwords.hash(password)
+
+    # --- second factor ---------------------------------------------------
+
+    def totp_step(self, cookie: str, code: str, remote: str | None) -> Outcome:
+        """Check the TOTP code of a ``totp`` session; on success a new full session."""
+        with self.vault.catalog.session() as session:
+            pending, user = self._pending(session, cookie, "totp")
+            if pending is None or user is None:
+                return Outcome(refusal="expired")
+            keys = (account_key(user.email), address_key(remote))
+            if self.throttle.locked(session, *keys):
+                self._record(session, f"user:{user.id}", "auth.login", "refused-locked", remote)
+                return Outcome(refusal="locked")
+            if not self._accept_code(user, code):
+                return self._fail(session, user, keys, remote, "code")
+            return self._complete(session, cookie, user, keys[0], remote)
+
+    def enrolment(self, cookie: str) -> Enrolment | None:
+        """The TOTP secret being enrolled by an ``enrol`` session (made on first call)."""
+        with self.vault.catalog.session() as session:
+            pending, user = self._pending(session, cookie, "enrol")
+            if pending is None or user is None:
+                return None
+            if user.totp_sealed is None:
+                user.totp_sealed = self.sealer.seal(user.id, totp.new_secret())
+            secret = self.sealer.open(user.id, user.totp_sealed)
+            return Enrolment(secret, totp.provisioning_uri(secret, user.email))
+
+    def confirm_enrolment(self, cookie: str, code: str, remote: str | None) -> Outcome:
+        """Confirm enrolment with a first code; on success a new full session."""
+        with self.vault.catalog.session() as session:
+            pending, user = self._pending(session, cookie, "enrol")
+            if pending is None or user is None or user.totp_sealed is None:
+                return Outcome(refusal="expired")
+            keys = (account_key(user.email), address_key(remote))
+            if self.throttle.locked(session, *keys):
+                return Outcome(refusal="locked")
+            if not self._accept_code(user, code):
+                return self._fail(session, user, keys, remote, "code")
+            user.totp_confirmed_at = self.vault.clock.now()
+            self._record(session, f"user:{user.id}", "auth.totp-enrol", "success", remote)
+            return self._complete(session, cookie, user, keys[0], remote)
+
+    def _pending(
+        self, session: Session, cookie: str, stage: str
+    ) -> tuple[LoginSession | None, User | None]:
+        row = self.sessions.find(session, cookie)
+        if row is None or row.stage != stage:
+            return None, None
+        user = session.get(User, row.user_id)
+        return (row, user) if user is not None and not user.disabled else (None, None)
+
+    def _accept_code(self, user: User, code: str) -> bool:
+        if user.totp_sealed is None:
+            return False
+        secret = self.sealer.open(user.id, user.totp_sealed)
+        step = totp.accepted_step(secret, code, self.vault.clock.now(), user.totp_last_step)
+        if step is None:
+            return False
+        user.totp_last_step = step
+        return True
+
+    def _complete(
+        self, session: Session, cookie: str, user: User, key: str, remote: str | None
+    ) -> Outcome:
+        self.sessions.end(session, cookie)
+        self.throttle.success(session, key)
+        user.last_login_at = self.vault.clock.now()
+        full = self.sessions.start(session, user.id, "full", remote)
+        self._record(session, f"user:{user.id}", "auth.login", "success", remote)
+        return Outcome(cookie=full, stage="full")
+
+    # --- one-time links and logout -----------------------------------------
+
+    def set_password(self, link_token: str, password: str, remote: str | None) -> bool:
+        """Set a password through a one-time link; False if the link is not valid.
+
+        Raises:
+            InvalidInput: the password breaks the policy (the link stays usable).
+        """
+        new_hash = self.passwords.hash(password)
+        with self.vault.catalog.session() as session:
+            link = self.links.consume(session, link_token)
+            user = session.get(User, link.user_id) if link is not None else None
+            if link is None or user is None:
+                self._record(session, "anonymous", "auth.password-set", "failure-link", remote)
+                return False
+            user.password_hash = new_hash
+            self.sessions.end_all(session, user.id)
+            self._record(session, f"user:{user.id}", "auth.password-set", "success", remote)
+            return True
+
+    def logout(self, cookie: str, principal: Principal, remote: str | None) -> None:
+        """End the session of ``cookie`` on the server."""
+        with self.vault.catalog.session() as session:
+            self.sessions.end(session, cookie)
+            self._record(session, principal.actor, "auth.logout", "success", remote)
+
+    # --- principals --------------------------------------------------------
+
+    def from_cookie(self, cookie: str) -> Principal | None:
+        """The principal of a live session cookie (any stage), or None."""
+        with self.vault.catalog.session() as session:
+            row = self.sessions.find(session, cookie)
+            user = session.get(User, row.user_id) if row is not None else None
+            if row is None or user is None or user.disabled:
+                return None
+            return Principal(user.id, user.organisation_id, user.role, "session", row.stage)
+
+    def from_bearer(self, secret: str) -> Principal | None:
+        """The principal of a live API token, or None."""
+        with self.vault.catalog.session() as session:
+            found = self.tokens.resolve(session, secret)
+            if found is None:
+                return None
+            token, user = found
+            return Principal(
+                user.id,
+                user.organisation_id,
+                user.role,
+                "token",
+                token_id=token.id,
+                scope=token.scope,
+                token_case_id=token.case_id,
+            )
+
+    def _record(
+        self, session: Session, actor: str, action: str, outcome: str, remote: str | None
+    ) -> None:
+        record = AuditRecord(actor, action, outcome, object_type="auth", remote=remote)
+        self.vault.audit.record(record, session=session)
