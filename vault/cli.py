@@ -162,18 +162,26 @@ def ingest(
 def list_studies(
     case: Annotated[str | None, typer.Option(help="Only this case's studies.")] = None,
 ) -> None:
-    """List stored studies (internal ids, case, counts, state)."""
+    """List stored studies: internal id, case, counts, state, de-identification state."""
+    from vault.catalog.deid import PseudonymisedStudy
     from vault.catalog.models import Case, Study
 
     vault = _vault()
-    with vault.catalog.session() as session:
-        query = select(Study, Case.reference).outerjoin(Case, Study.case_id == Case.id)
+    with vault.catalog.read_session() as session:
+        query = (
+            select(Study, Case.reference, PseudonymisedStudy.state, PseudonymisedStudy.reason)
+            .outerjoin(Case, Study.case_id == Case.id)
+            .outerjoin(PseudonymisedStudy, PseudonymisedStudy.study_id == Study.id)
+        )
         if case:
             query = query.where(Case.reference == case)
-        for study, reference in session.execute(query.order_by(Study.received_at)):
+        for study, reference, deid_state, deid_reason in session.execute(
+            query.order_by(Study.received_at)
+        ):
+            deid = f"{deid_state}:{deid_reason}" if deid_reason else deid_state or "not-queued"
             typer.echo(
                 f"{study.id}  case={reference or '(inbox)'}  instances={study.instance_count}"
-                f"  bytes={study.total_bytes}  state={study.state}"
+                f"  bytes={study.total_bytes}  state={study.state}  deidentification={deid}"
             )
 
 
@@ -254,6 +262,29 @@ def deidentify(
         f"written {len(summary.written)}, quarantined {sum(counts.values())} ({held}),"
         f" skipped {len(summary.skipped)}"
     )
+
+
+@app.command()
+def reidentify(
+    pseudonym: Annotated[str, typer.Argument(help="The pseudonym engineers see (PSN-...).")],
+    request: Annotated[str, typer.Option(help="Reference of the request or incident.")],
+) -> None:
+    """Data-protection officer: list the original studies behind a pseudonym (audited)."""
+    from deidentify.reidentify import reidentify as find_originals
+
+    vault = _vault()
+    try:
+        found = find_originals(vault, pseudonym, actor="cli", request_ref=request)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    for study in found:
+        typer.echo(
+            f"{study.study_id}  case={study.case_reference or '(inbox)'}"
+            f"  received={study.received_at:%Y-%m-%d}"
+        )
+    if not found:
+        typer.echo("no study has this pseudonym")
+        raise typer.Exit(code=1)
 
 
 @keys_app.command("rotate")
