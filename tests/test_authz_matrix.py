@@ -108,6 +108,11 @@ MATRIX = (
         {"reference": "MATRIX-NEW", "organisation_id": "{org_a}"}),
     row("POST",  "/admin/assignments",                   "303 403 403 403 303 403 303 403 401 401",
         {"case_id": "{case_b}", "user_id": "{engineer}"}),
+    row("GET",   "/api/engineer/studies",                "401 403 200 403 403 403 401 200 401 401"),
+    row("GET",   "/api/engineer/studies/0123456789abcdef/archive",
+                                                         "401 403 404 403 403 403 401 404 401 401"),
+    row("GET",   "/api/engineer/instances/0123456789abcdef",
+                                                         "401 403 404 403 403 403 401 404 401 401"),
 )
 # fmt: on
 
@@ -261,6 +266,10 @@ def _template(path: str) -> str:
     }
     if path.startswith("/api/cases/"):
         return "/api/cases/{case_id}"
+    if path.startswith("/api/engineer/studies/"):
+        return "/api/engineer/studies/{pseudo_study_id}/archive"
+    if path.startswith("/api/engineer/instances/"):
+        return "/api/engineer/instances/{pseudo_instance_id}"
     return templates.get(path, path)
 
 

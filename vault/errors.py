@@ -80,6 +80,12 @@ class ConflictingResend(VaultError):
     reason = "conflict"
 
 
+class NotReady(VaultError):
+    """The thing asked for exists but is not finished yet (e.g. a study in progress)."""
+
+    reason = "not-ready"
+
+
 # --- access -------------------------------------------------------------
 
 
@@ -129,6 +135,7 @@ _STATUS_TABLE: tuple[tuple[type[Exception], int, int], ...] = (
     (UnsafeArchive, 422, 0xC000),
     (InvalidInput, 422, 0xC000),
     (ConflictingResend, 409, 0xA900),
+    (NotReady, 409, 0x0110),
     (NotFound, 404, 0x0110),
     (NotAuthenticated, 401, 0x0124),
     (PermissionDenied, 403, 0x0124),

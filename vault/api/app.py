@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from crypto.errors import CryptoError
+from vault.api import routes_engineer
 from vault.api.routes_auth import install_accounts
 from vault.api.security import install_security
 from vault.clock import Clock
@@ -37,6 +38,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.add_exception_handler(CryptoError, _error_response)
     install_security(app, settings)
     install_accounts(app)
+    app.include_router(routes_engineer.router)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:
