@@ -37,6 +37,7 @@ from deidentify.pipeline import (
 )
 from vault.core import Vault, open_vault
 from vault.errors import NotFound, VaultError
+from vault.retention_jobs import register_retention_jobs
 from vault.settings import CelerySettings, Settings
 from vault.settle import StudySettledHooks
 
@@ -120,6 +121,7 @@ def create_celery_app(settings: Settings, *, vault: Vault | None = None) -> Vaul
         acks_late=True,
         max_retries=settings.celery.max_retries,
     )(deidentify_study)
+    register_retention_jobs(app, hour_utc=settings.retention.daily_run_hour_utc)
     return app
 
 

@@ -66,6 +66,24 @@ class ChainBreak:
     problem: str
 
 
+@dataclass(frozen=True)
+class ChainStart:
+    """The last purged record: the chain goes on from its ``seq`` and ``hash``."""
+
+    seq: int
+    hash: str
+
+
+def lock_chain(session: Session) -> None:
+    """Serialise chain writers for the rest of ``session``'s transaction.
+
+    PostgreSQL takes an advisory lock; SQLite sessions already hold the write
+    lock from ``BEGIN IMMEDIATE``.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+
+
 class AuditLog:
     """Appends records to the chain and verifies it."""
 
@@ -82,8 +100,7 @@ class AuditLog:
             self._append(own, record)
 
     def _append(self, session: Session, record: AuditRecord) -> None:
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+        lock_chain(session)
         last = session.execute(
             select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
         ).first()
@@ -110,11 +127,17 @@ class AuditLog:
             query = select(AuditEvent).where(AuditEvent.seq > since_seq).order_by(AuditEvent.seq)
             yield from session.scalars(query.execution_options(yield_per=1000))
 
-    def verify(self) -> list[ChainBreak]:
-        """Every place where the chain does not hold; empty when intact."""
+    def verify(self, *, start: ChainStart | None = None) -> list[ChainBreak]:
+        """Every place where the chain does not hold; empty when intact.
+
+        Parameters:
+            start: where the chain begins when older records were purged (a
+                checkpoint, checked by :mod:`vault.audit_retention`); the
+                genesis otherwise.
+        """
         breaks: list[ChainBreak] = []
-        prev_hash, prev_seq = GENESIS, 0
-        for event in self.events():
+        prev_hash, prev_seq = (start.hash, start.seq) if start else (GENESIS, 0)
+        for event in self.events(since_seq=prev_seq):
             breaks.extend(_check(event, prev_seq, prev_hash))
             prev_hash, prev_seq = event.hash, event.seq
         return breaks

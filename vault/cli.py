@@ -27,10 +27,14 @@ keys_app = typer.Typer(help="Key-encryption keys: rotate and re-wrap.")
 case_app = typer.Typer(help="Cases (implant orders).")
 audit_app = typer.Typer(help="The access log.")
 pacs_app = typer.Typer(help="Hospital PACS allowed to send over DICOM.")
+retention_app = typer.Typer(help="Retention: erase studies whose time is up.")
+hold_app = typer.Typer(help="Legal holds: keep data needed for a dispute.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(case_app, name="case")
 app.add_typer(audit_app, name="audit")
 app.add_typer(pacs_app, name="pacs")
+app.add_typer(retention_app, name="retention")
+app.add_typer(hold_app, name="hold")
 app.add_typer(admin_app, name="admin")
 
 
@@ -318,14 +322,102 @@ def keys_rewrap() -> None:
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the access log's hash chain; exit 1 if it was tampered with."""
+    """Check the access log's hash chain and checkpoints; exit 1 if it was tampered with."""
+    from vault.audit_retention import verify_audit
+
     vault = _vault()
-    breaks = vault.audit.verify()
+    breaks = verify_audit(vault)
     for item in breaks:
         typer.echo(f"record {item.seq}: {item.problem}")
     if breaks:
         raise typer.Exit(code=1)
     typer.echo("access log intact")
+
+
+@audit_app.command("purge")
+def audit_purge() -> None:
+    """Delete access-log records older than retention.audit_retention_days (signed checkpoint)."""
+    from vault.audit_retention import purge_audit
+
+    purged = purge_audit(_vault(), actor="cli")
+    typer.echo(f"purged {purged} access-log records")
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Pin the access log's last record with a signed checkpoint."""
+    from vault.audit_retention import write_checkpoint
+
+    checkpoint = write_checkpoint(_vault(), actor="cli")
+    typer.echo(f"checkpoint at record {checkpoint.seq if checkpoint else 0}")
+
+
+@retention_app.command("run")
+def retention_run() -> None:
+    """Crypto-shred every study whose retention has ended and that no hold covers."""
+    from vault.retention import expire_studies
+
+    expired = expire_studies(_vault())
+    typer.echo(f"expired {len(expired)} studies")
+
+
+@hold_app.command("place")
+def hold_place(
+    reason: Annotated[str, typer.Option(help="Reason code, e.g. DISPUTE-2026-014.")],
+    case: Annotated[str | None, typer.Option(help="Reference of the case to hold.")] = None,
+    study: Annotated[str | None, typer.Option(help="Internal id of the study to hold.")] = None,
+) -> None:
+    """Place a legal hold on a case or a study: it will not expire until lifted."""
+    from vault.holds import place_hold
+
+    vault = _vault()
+    try:
+        case_id = _case_id(vault, case) if case is not None else None
+        hold = place_hold(
+            vault, reason_code=reason, placed_by="cli", case_id=case_id, study_id=study
+        )
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"legal hold {hold.id} placed")
+
+
+def _case_id(vault: Vault, reference: str) -> str:
+    from vault.catalog.models import Case
+    from vault.errors import NotFound
+
+    with vault.catalog.read_session() as session:
+        case_id = session.scalar(select(Case.id).where(Case.reference == reference))
+    if case_id is None:
+        raise NotFound("no such case")
+    return case_id
+
+
+@hold_app.command("lift")
+def hold_lift(hold_id: Annotated[str, typer.Argument(help="The hold's id.")]) -> None:
+    """Lift a legal hold; what it covered may expire again."""
+    from vault.holds import lift_hold
+
+    try:
+        lift_hold(_vault(), hold_id, lifted_by="cli")
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"legal hold {hold_id} lifted")
+
+
+@hold_app.command("list")
+def hold_list(
+    include_lifted: Annotated[bool, typer.Option("--all", help="Also lifted holds.")] = False,
+) -> None:
+    """List legal holds: id, target, reason code, who placed it and when."""
+    from vault.holds import list_holds
+
+    for hold in list_holds(_vault(), include_lifted=include_lifted):
+        target = f"case={hold.case_id}" if hold.case_id else f"study={hold.study_id}"
+        lifted = f"  lifted={hold.lifted_at:%Y-%m-%d}" if hold.lifted_at else ""
+        typer.echo(
+            f"{hold.id}  {target}  reason={hold.reason_code}  by={hold.placed_by}"
+            f"  placed={hold.placed_at:%Y-%m-%d}{lifted}"
+        )
 
 
 def main() -> None:

@@ -170,6 +170,15 @@ class CelerySettings(BaseModel):
     worker_concurrency: int = Field(default=1, ge=1)
 
 
+class RetentionSettings(BaseModel):
+    """How long data and the access log are kept (see vault.retention, vault.audit_retention)."""
+
+    # Access-log records older than this are purged (a signed checkpoint stays).
+    audit_retention_days: int = Field(default=365, gt=0)
+    # When the daily retention and purge jobs run (Celery beat, UTC).
+    daily_run_hour_utc: int = Field(default=2, ge=0, le=23)
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -250,6 +259,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     auth: AuthSettings = AuthSettings()
     scp: ScpSettings = ScpSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:

@@ -6,7 +6,8 @@ from alembic import context
 
 # Imported for their effect: each module registers its tables on Base.
 import vault.catalog.accounts
-import vault.catalog.deid  # noqa: F401
+import vault.catalog.deid
+import vault.catalog.retention  # noqa: F401
 from vault.catalog.models import Base
 
 config = context.config

@@ -1,0 +1,162 @@
+"""Keeping the access log 12 months, and keeping it verifiable afterwards.
+
+:func:`purge_audit` deletes the oldest records, those older than
+``retention.audit_retention_days``. Before deleting, it stores a ``purge``
+checkpoint: the sequence number and hash of the last purged record, with an
+HMAC under the key provider's MAC key for purpose ``audit-checkpoint``. The
+chain is then verified from that hash instead of the genesis.
+
+:func:`write_checkpoint` stores a ``periodic`` checkpoint of the chain's
+current last record (the purge job and ``dicom-vault audit checkpoint`` write
+one). A checkpoint pins its record: deleting the records at the tail of the
+log back past a checkpoint, or rewriting the chain before one (even with every
+hash recomputed), is detected by :func:`verify_audit`, because whoever edits
+the catalog does not hold the MAC key. Records appended after the last
+checkpoint are protected by the hash chain alone, so checkpoints are written
+daily.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from crypto.keys import MacKey
+from vault.audit import AuditRecord, ChainBreak, ChainStart, lock_chain
+from vault.catalog.models import AuditEvent
+from vault.catalog.retention import AuditCheckpoint
+from vault.core import Vault
+
+CHECKPOINT_KEY_PURPOSE = "audit-checkpoint"
+
+
+def _checkpoint_key(vault: Vault) -> MacKey:
+    return vault.keyring.provider.mac_key(CHECKPOINT_KEY_PURPOSE)
+
+
+def _message(kind: str, seq: int, hash_: str, at: datetime) -> bytes:
+    stamp = at.astimezone(UTC).isoformat(timespec="microseconds")
+    return f"dicom-vault-audit-checkpoint|{kind}|{seq}|{hash_}|{stamp}".encode()
+
+
+def _sign(key: MacKey, kind: str, event: AuditEvent, at: datetime) -> AuditCheckpoint:
+    mac = key.mac(_message(kind, event.seq, event.hash, at)).hex()
+    return AuditCheckpoint(
+        kind=kind, seq=event.seq, hash=event.hash, at=at, mac_key_id=key.key_id, mac=mac
+    )
+
+
+def _genuine(key: MacKey, checkpoint: AuditCheckpoint) -> bool:
+    expected = key.mac(_message(checkpoint.kind, checkpoint.seq, checkpoint.hash, checkpoint.at))
+    return hmac.compare_digest(expected.hex(), checkpoint.mac)
+
+
+def _last_event(session: Session) -> AuditEvent | None:
+    return session.scalar(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1))
+
+
+def _checkpoint_tail(session: Session, vault: Vault, key: MacKey) -> AuditCheckpoint | None:
+    last = _last_event(session)
+    if last is None:
+        return None
+    checkpoint = _sign(key, "periodic", last, vault.clock.now())
+    session.add(checkpoint)
+    session.flush()
+    return checkpoint
+
+
+def write_checkpoint(vault: Vault, *, actor: str = "system") -> AuditCheckpoint | None:
+    """Record ``audit.checkpoint`` and pin it with a signed checkpoint.
+
+    Returns:
+        The checkpoint written (``None`` only if the log is empty, which
+        recording the action makes impossible).
+    """
+    key = _checkpoint_key(vault)
+    with vault.catalog.session() as session:
+        lock_chain(session)
+        vault.audit.record(AuditRecord(actor, "audit.checkpoint"), session=session)
+        return _checkpoint_tail(session, vault, key)
+
+
+def _purge_point(session: Session, cutoff: datetime) -> AuditEvent | None:
+    """The last record of the longest prefix of the chain older than ``cutoff``."""
+    first_young = session.scalar(select(func.min(AuditEvent.seq)).where(AuditEvent.at >= cutoff))
+    query = select(AuditEvent).where(AuditEvent.at < cutoff)
+    if first_young is not None:
+        query = query.where(AuditEvent.seq < first_young)
+    return session.scalar(query.order_by(AuditEvent.seq.desc()).limit(1))
+
+
+def _purge_through(session: Session, key: MacKey, point: AuditEvent, at: datetime) -> int:
+    """Replace records up to ``point`` by a signed ``purge`` checkpoint; the count."""
+    checkpoint = _sign(key, "purge", point, at)
+    session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq <= point.seq))
+    purged = session.execute(delete(AuditEvent).where(AuditEvent.seq <= point.seq)).rowcount
+    session.add(checkpoint)
+    return purged
+
+
+def purge_audit(vault: Vault, *, actor: str = "system") -> int:
+    """Delete access-log records older than the retention; the number deleted.
+
+    A signed ``purge`` checkpoint of the last deleted record is stored in the
+    same transaction. Every run, purging or not, is itself recorded
+    (``audit.purge``) and pinned by a ``periodic`` checkpoint.
+    """
+    key = _checkpoint_key(vault)
+    now = vault.clock.now()
+    cutoff = now - timedelta(days=vault.settings.retention.audit_retention_days)
+    with vault.catalog.session() as session:
+        lock_chain(session)
+        point = _purge_point(session, cutoff)
+        purged = _purge_through(session, key, point, now) if point is not None else 0
+        through = point.seq if point is not None else 0
+        record = AuditRecord(actor, "audit.purge", detail={"purged": purged, "through": through})
+        vault.audit.record(record, session=session)
+        _checkpoint_tail(session, vault, key)
+    return purged
+
+
+def _start(session: Session) -> AuditCheckpoint | None:
+    query = select(AuditCheckpoint).where(AuditCheckpoint.kind == "purge")
+    return session.scalar(query.order_by(AuditCheckpoint.seq.desc()).limit(1))
+
+
+def _check_checkpoint(
+    session: Session, key: MacKey, checkpoint: AuditCheckpoint
+) -> ChainBreak | None:
+    if not _genuine(key, checkpoint):
+        return ChainBreak(checkpoint.seq, "checkpoint signature invalid")
+    if checkpoint.kind == "purge":
+        return None
+    event = session.get(AuditEvent, checkpoint.seq)
+    if event is None:
+        return ChainBreak(checkpoint.seq, "record pinned by a checkpoint is missing")
+    if event.hash != checkpoint.hash:
+        return ChainBreak(checkpoint.seq, "record differs from its checkpoint")
+    return None
+
+
+def verify_audit(vault: Vault) -> list[ChainBreak]:
+    """Every place where the access log does not hold; empty when intact.
+
+    The chain is checked from the latest ``purge`` checkpoint (or the
+    genesis), and every checkpoint's signature and pinned record are checked.
+    """
+    key = _checkpoint_key(vault)
+    with vault.catalog.read_session() as session:
+        start = _start(session)
+        floor = start.seq if start else 0
+        checkpoints = session.scalars(
+            select(AuditCheckpoint)
+            .where(AuditCheckpoint.seq >= floor)
+            .order_by(AuditCheckpoint.seq, AuditCheckpoint.kind)
+        ).all()
+        pinned = [_check_checkpoint(session, key, c) for c in checkpoints]
+    chain_start = ChainStart(start.seq, start.hash) if start else None
+    breaks = [b for b in pinned if b is not None]
+    return breaks + vault.audit.verify(start=chain_start)
