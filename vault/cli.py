@@ -211,8 +211,14 @@ def worker(
         int | None, typer.Option(help="Worker processes (default: celery.worker_concurrency).")
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    beat: Annotated[
+        bool, typer.Option(help="Also run the daily schedule (retention, access-log purge).")
+    ] = False,
 ) -> None:
-    """Run a Celery worker for study-level tasks (de-identification) on the broker."""
+    """Run a Celery worker for study-level tasks (de-identification) on the broker.
+
+    Exactly one worker of a deployment should run with ``--beat``.
+    """
     from deidentify.tasks import create_celery_app
 
     settings = Settings()
@@ -228,6 +234,7 @@ def worker(
             f"--queues={settings.celery.queue}",
             "--without-gossip",
             "--without-mingle",
+            *(["--beat"] if beat else []),
         ]
     )
 
