@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from benchmarks._common import Figure
 from deidentify.tasks import VaultCelery, create_celery_app, register_deidentification
 from dicom_ingest import IngestOrigin, IngestPipeline, ValidationPolicy
 from dicom_ingest.synthetic import SyntheticPatient
+from tests.services.celery_worker import worker_process
 from vault.admin import create_case, get_or_create_organisation
 from vault.catalog.deid import PseudonymisedInstance, PseudonymisedStudy
 from vault.core import Vault, open_vault
@@ -74,26 +74,14 @@ def ingest_series(vault: Vault, files: list[Path]) -> str:
     return study_id
 
 
-@contextmanager
-def worker_process(data_dir: Path, celery: CelerySettings) -> Iterator[subprocess.Popen[bytes]]:
-    """``dicom-vault worker`` on ``data_dir``'s vault, stopped by its pid afterwards."""
-    env = {
+def worker_env(data_dir: Path, celery: CelerySettings) -> dict[str, str]:
+    """The environment of a ``dicom-vault worker`` on ``data_dir``'s vault and broker."""
+    return {
         **os.environ,
         "DICOM_VAULT_DATA_DIR": str(data_dir),
         "DICOM_VAULT_CELERY__BROKER_URL": celery.broker_url or "",
         "DICOM_VAULT_CELERY__QUEUE": celery.queue,
     }
-    command = [str(CLI), "worker", "--concurrency", "1", "--loglevel", "WARNING"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def wait_until_ready(app: VaultCelery, process: subprocess.Popen[bytes]) -> None:
@@ -149,7 +137,7 @@ def measure(files: list[Path], work: Path, redis_server: str) -> list[Figure]:
             app = create_celery_app(settings, vault=vault)
             hooks = StudySettledHooks()
             register_deidentification(hooks, app)
-            with worker_process(settings.data_dir, celery) as process:
+            with worker_process(worker_env(settings.data_dir, celery)) as process:
                 wait_until_ready(app, process)
                 start = time.perf_counter()
                 settle_study(vault, study_id, hooks)

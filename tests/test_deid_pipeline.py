@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +32,7 @@ from deidentify.pipeline import StudyDeidentifier, engine_for
 from deidentify.tasks import TASK_NAME, VaultCelery, create_celery_app, register_deidentification
 from dicom_ingest import IngestPipeline, ValidationPolicy
 from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series, write_series
+from tests.services.celery_worker import CLI, worker_process
 from tests.services.vault_env import CaseContext, make_case
 from vault.catalog.deid import PseudonymisedInstance, PseudonymisedStudy
 from vault.catalog.models import AuditEvent, Instance, Study
@@ -578,31 +577,9 @@ class TestConfiguration:
 
 # --- the command line: a worker process, offline de-identification ------
 
-CLI = Path(sys.executable).with_name("dicom-vault")
-
 
 def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "DICOM_VAULT_DATA_DIR": str(data_dir), **extra}
-
-
-@contextmanager
-def worker_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """``dicom-vault worker`` as a separate process, stopped (by its pid) afterwards."""
-    process = subprocess.Popen(
-        [str(CLI), "worker", "--concurrency", "1", "--loglevel", "WARNING"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class TestCommandLine:
@@ -619,7 +596,7 @@ class TestCommandLine:
                 DICOM_VAULT_CELERY__BROKER_URL=redis_url,
                 DICOM_VAULT_CELERY__QUEUE=celery.queue,
             )
-            with worker_process(env) as process:
+            with worker_process(env, stderr=subprocess.PIPE) as process:
                 settle_with(create_celery_app(settings, vault=vault), vault, study_id)
                 state = wait_for_final_state(vault, study_id)
                 assert process.poll() is None
