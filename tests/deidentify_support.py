@@ -1,13 +1,16 @@
-"""Shared helpers for the de-identification tests: a test MacKey and leak searches."""
+"""Shared helpers for the de-identification tests: a test MacKey, leak searches, a
+burned-in capture to be quarantined."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 
+import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.uid import UID_dictionary
+from pydicom.uid import SecondaryCaptureImageStorage, UID_dictionary, generate_uid
 
 from deidentify import Deidentifier, Profile, PseudonymKeys
 from deidentify.table import load_table
@@ -75,3 +78,14 @@ def uids_of(ds: Dataset) -> set[str]:
 
 def part10(ds: Dataset) -> bytes:
     return encode(ds)
+
+
+def burned_in_capture(like: Dataset) -> Dataset:
+    """A Secondary Capture of ``like``'s study saying Burned In Annotation YES."""
+    ds = pydicom.dcmread(io.BytesIO(encode(like)))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.BurnedInAnnotation = "YES"
+    return ds

@@ -32,6 +32,7 @@ from deidentify.pipeline import StudyDeidentifier, engine_for
 from deidentify.tasks import TASK_NAME, VaultCelery, create_celery_app, register_deidentification
 from dicom_ingest import IngestPipeline, ValidationPolicy
 from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series, write_series
+from tests.deidentify_support import burned_in_capture
 from tests.services.celery_worker import CLI, worker_process
 from tests.services.vault_env import CaseContext, make_case
 from vault.catalog.deid import PseudonymisedInstance, PseudonymisedStudy
@@ -85,17 +86,6 @@ def ingest(
     ]
     assert len({r.study_id for r in results}) == 1
     return results[0].study_id
-
-
-def burned_in_capture(like: Dataset) -> Dataset:
-    """A Secondary Capture of ``like``'s study saying Burned In Annotation YES."""
-    ds = pydicom.dcmread(io.BytesIO(encode(like)))
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Modality = "OT"
-    ds.BurnedInAnnotation = "YES"
-    return ds
 
 
 def permissive_pipeline(vault: Vault) -> IngestPipeline:

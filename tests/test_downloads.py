@@ -33,6 +33,7 @@ from sqlalchemy import select
 from deidentify.tasks import create_celery_app, register_deidentification
 from dicom_ingest import IngestPipeline, ValidationPolicy
 from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series
+from tests.deidentify_support import burned_in_capture
 from tests.services.auth_env import BASE_URL, START, Account, AuthWorld, auth_test_settings
 from tests.services.vault_env import CaseContext, make_case
 from vault.admin import assign_case
@@ -51,17 +52,6 @@ SERVER_WAIT_SECONDS = 30  # a hang guard only: nothing asserts on time
 
 
 # --- building studies -------------------------------------------------------
-
-
-def burned_in_capture(like: Dataset) -> Dataset:
-    """A Secondary Capture of ``like``'s study saying Burned In Annotation YES."""
-    ds = pydicom.dcmread(io.BytesIO(encode(like)))
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Modality = "OT"
-    ds.BurnedInAnnotation = "YES"
-    return ds
 
 
 def two_series(seed: int, *, slices: tuple[int, int] = (3, 2), size: int = 64) -> list[Dataset]:
