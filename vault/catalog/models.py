@@ -187,7 +187,7 @@ class AuditEvent(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     actor: Mapped[str] = mapped_column(String(80))
     action: Mapped[str] = mapped_column(String(40))
-    object_type: Mapped[str | None] = mapped_column(String(20))
+    object_type: Mapped[str | None] = mapped_column(String(40))
     object_id: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(40))
     remote: Mapped[str | None] = mapped_column(String(64))
