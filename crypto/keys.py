@@ -10,7 +10,9 @@ token.
 A :class:`KeyProvider` holds key-encryption keys (KEKs) and wraps or unwraps
 DEKs; the KEK itself never leaves the provider (a file, an HSM, a Transit
 server). Wrapped keys are plain data (:class:`WrappedKey`) safe to store in
-the catalog.
+the catalog. It also holds *period keys*, which seal wrapped DEKs a second
+time so that destroying one generation defeats every copy of what it sealed,
+old catalog backups included (the key hierarchy: ``docs/KEYS.md``).
 """
 
 from __future__ import annotations
@@ -114,6 +116,39 @@ class KeyProvider(Protocol):
 
     def destroy_kek(self, kek_id: str) -> None:
         """Destroy an old KEK version: every DEK wrapped only under it is lost."""
+        ...
+
+    # Period keys (docs/KEYS.md): one KEK per calendar month ``YYYY-MM``, in
+    # generations; a generation seals already wrapped DEKs a second time, and
+    # destroying it makes every copy of what it sealed (catalog backups
+    # included) useless.
+
+    def period_kek_id(self, period: str, *, create: bool = True) -> str | None:
+        """The current generation of period key ``period``.
+
+        Created on first use if ``create``; None if every generation was
+        destroyed (or, without ``create``, none was ever made).
+        """
+        ...
+
+    def rotate_period(self, period: str) -> str:
+        """Create the next generation of period key ``period``, make it current, return its id."""
+        ...
+
+    def seal(self, kek_id: str, key_id: str, wrapped: bytes) -> bytes:
+        """Seal the wrapped form of DEK ``key_id`` under period-key generation ``kek_id``."""
+        ...
+
+    def unseal(self, kek_id: str, key_id: str, sealed: bytes) -> bytes:
+        """Reverse :meth:`seal`; KeyDestroyedError if that generation was destroyed."""
+        ...
+
+    def retire_period(self, period: str, *, keep: str | None) -> None:
+        """Destroy every generation of ``period`` but ``keep`` (all if None); idempotent."""
+        ...
+
+    def period_of(self, kek_id: str) -> str | None:
+        """The period that period-key id ``kek_id`` belongs to; None for any other id."""
         ...
 
     def close(self) -> None:

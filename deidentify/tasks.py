@@ -186,3 +186,15 @@ def register_deidentification(hooks: StudySettledHooks, app: VaultCelery) -> Dei
     listener = DeidentifyOnSettle(app)
     hooks.register(listener)
     return listener
+
+
+def deidentification_hooks(settings: Settings) -> StudySettledHooks:
+    """Hooks that hand every study settling in this process to de-identification.
+
+    What ``dicom-vault serve`` and ``dicom-vault scp`` give their entry points:
+    without a broker (the embedded default) the study is de-identified in
+    this process as it settles; with one, a task is queued for the workers.
+    """
+    hooks = StudySettledHooks()
+    register_deidentification(hooks, create_celery_app(settings))
+    return hooks

@@ -7,7 +7,8 @@ spooled to disk), works out the case, and calls the one
 :class:`~dicom_ingest.pipeline.IngestPipeline`. It answers ``0x0000`` only
 after the pipeline returned, that is once the instance is encrypted, durably
 stored and catalogued; a refusal is answered with the status the one table
-in :mod:`vault.errors` gives.
+in :mod:`vault.errors` gives; a data set whose SOP Class is not the
+negotiated abstract syntax is refused with 0xA900 (does not match SOP class).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom import evt
@@ -34,6 +34,7 @@ from pynetdicom._handlers import (
 from sqlalchemy import select
 
 from crypto.errors import CryptoError
+from dicom_ingest._scp_part10 import part10_stream
 from dicom_ingest._scp_peers import CallerFacts, PeerRegistry, PeerSession, Refusal
 from dicom_ingest._scp_transport import peer_certificate_sha256
 from dicom_ingest.pipeline import IngestOrigin, IngestPipeline
@@ -81,43 +82,6 @@ def case_tag_for(keyword: str) -> BaseTag:
         return Tag(keyword)
     except ValueError as exc:
         raise ValueError("scp.case_attribute is not a DICOM keyword") from exc
-
-
-class Part10Stream(io.RawIOBase):
-    """Preamble, ``DICM``, file meta, then the received data set, read in order.
-
-    The data set's buffer is read through a memoryview: its bytes are not
-    copied into a second Part 10 buffer.
-    """
-
-    def __init__(self, prefix: bytes, dataset: memoryview) -> None:
-        super().__init__()
-        self._parts = [memoryview(prefix), dataset]
-        self._offset = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while self._parts and self._offset >= len(self._parts[0]):
-            self._parts.pop(0)
-            self._offset = 0
-        if not self._parts:
-            return 0
-        part = self._parts[0]
-        count = min(len(buffer), len(part) - self._offset)
-        buffer[:count] = part[self._offset : self._offset + count]
-        self._offset += count
-        return count
-
-
-def part10_stream(event: Any) -> tuple[Part10Stream, memoryview]:
-    """The Part 10 stream of a C-STORE event, and the raw data set it ends with."""
-    meta = io.BytesIO()
-    meta.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(meta, event.file_meta, enforce_standard=True)  # type: ignore[arg-type]
-    dataset = event.request.DataSet.getbuffer()
-    return Part10Stream(meta.getvalue(), dataset), dataset
 
 
 def _probe_case_value(dataset: memoryview, transfer_syntax: UID, tag: BaseTag) -> str | None:
@@ -193,6 +157,7 @@ def _store(event: Any, context: ReceiverContext, peer: PeerSession) -> int:
         organisation_id=peer.organisation_id,
         case_id=resolve_case(context, peer, case_value),
         remote=peer.remote,
+        declared_sop_class=str(event.context.abstract_syntax),
     )
     try:
         context.pipeline.ingest(stream, origin)

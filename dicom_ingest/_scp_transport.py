@@ -1,8 +1,10 @@
 """Sockets of the C-STORE receiver: TCP_NODELAY, DICOM TLS, shared ports (private).
 
 :class:`VaultAssociationServer` is pynetdicom's threaded association server
-with three changes: every accepted socket gets ``TCP_NODELAY`` (without it
+with four changes: every accepted socket gets ``TCP_NODELAY`` (without it
 Nagle's algorithm and delayed ACKs cost tens of milliseconds per instance),
+associations run event-driven threads instead of pynetdicom's 1 ms polling
+loops (:mod:`dicom_ingest._scp_reactor`),
 the TLS handshake runs in the association's own thread rather than in the
 accept loop (a slow or hostile client cannot stall other callers), and the
 listening socket can share its port with sibling processes (``SO_REUSEPORT``).
@@ -23,6 +25,7 @@ from pathlib import Path
 from pynetdicom import evt
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_ingest._scp_reactor import VaultRequestHandler
 from vault.settings import ScpSettings
 
 
@@ -41,6 +44,10 @@ class VaultAssociationServer(ThreadedAssociationServer):
 
     reuse_port: bool = False
     daemon_threads = True
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("request_handler", VaultRequestHandler)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def _bind_defaults(self) -> None:
         """Bind pynetdicom's default intervention handlers only: its standard

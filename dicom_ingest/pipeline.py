@@ -13,7 +13,14 @@ readable stream and an :class:`IngestOrigin`, and calls
 4. otherwise encrypts the stream into the object store while hashing the
    plaintext, refuses a file truncated in its pixels before committing, and
    records study, series, instance and data key in one catalog transaction;
-5. records the outcome in the access log.
+5. records the outcome in the access log (a stored instance's record in the
+   same transaction as its catalog rows).
+
+Per instance this costs one catalog read (study, data key liveness and
+resend check in a single statement) and one shared write transaction
+(:mod:`dicom_ingest._group_commit`); unwrapped data keys and series ids are
+cached per pipeline, and the read re-checks on every instance that the
+study's key has not been destroyed since.
 
 A refusal raises a :class:`vault.errors.VaultError`; by then the object
 writer has aborted and nothing of the file remains in the store or catalog.
@@ -22,45 +29,58 @@ Plaintext exists only in memory buffers of bounded size.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from functools import partial
+from threading import Lock
 from typing import BinaryIO
 
+from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session
 
 from crypto.errors import CryptoError
+from crypto.keys import DataKey
 from dicom_ingest._catalog import (
     NewInstance,
     StoredInstance,
     StudyLookup,
     find_study,
-    record_instance,
     refuse_if_conflicting,
 )
-from dicom_ingest.header import read_header
+from dicom_ingest._catalog_write import SeriesCache, WriteContext, record_instance
+from dicom_ingest._group_commit import GroupCommitter
+from dicom_ingest.header import InstanceHeader, read_header
 from dicom_ingest.validation import InstanceFacts, ValidationPolicy, validate
 from vault.audit import AuditRecord
 from vault.core import Vault
 from vault.errors import (
     PolicyRefused,
+    SopClassMismatch,
     StorageUnavailable,
     VaultError,
 )
 from vault.keyring import PendingKey
 from vault.objects import hash_stream, write_encrypted
 
+_ATTEMPTS = 3
+
 
 @dataclass(frozen=True)
 class IngestOrigin:
-    """Who is sending, through which entry point, for which case."""
+    """Who is sending, through which entry point, for which case.
+
+    ``declared_sop_class``: the SOP Class the transport announced for the
+    instance (a C-STORE's Affected SOP Class UID); a data set of another
+    class is refused as not matching it.
+    """
 
     channel: str  # "upload", "cstore", "cli"
     actor: str  # "user:<id>", "pacs:<id>", "cli"
     organisation_id: str
     case_id: str | None
     remote: str | None = None
+    declared_sop_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,8 +96,35 @@ class IngestResult:
 StudyListener = Callable[[str], None]
 
 
+class _DataKeys:
+    """Unwrapped study keys of this pipeline, by key id (bounded LRU).
+
+    Only consulted after the catalog read confirmed that the key is alive.
+    """
+
+    def __init__(self, vault: Vault, size: int = 256) -> None:
+        self._vault = vault
+        self._keys: OrderedDict[str, DataKey] = OrderedDict()
+        self._size = size
+        self._lock = Lock()
+
+    def get(self, key_id: str, *, destroyed: bool) -> DataKey:
+        """The key; raises KeyDestroyedError (through the keyring) if destroyed."""
+        with self._lock:
+            key = None if destroyed else self._keys.get(key_id)
+            if destroyed:
+                self._keys.pop(key_id, None)
+        if key is None:
+            key = self._vault.keyring.data_key(key_id)
+            with self._lock:
+                self._keys[key_id] = key
+                while len(self._keys) > self._size:
+                    self._keys.popitem(last=False)
+        return key
+
+
 class IngestPipeline:
-    """Validates, encrypts, stores and catalogues instances."""
+    """Validates, encrypts, stores and catalogues instances (thread-safe)."""
 
     def __init__(
         self,
@@ -90,6 +137,10 @@ class IngestPipeline:
         self._policy = policy
         self._limits = vault.settings.limits
         self._on_study_updated = on_study_updated
+        self._keys = _DataKeys(vault)
+        self._series = SeriesCache()
+        self._writer = GroupCommitter(vault.catalog.engine)
+        self._reader = vault.catalog.engine.execution_options(catalog_readonly=True)
 
     def ingest(self, source: BinaryIO, origin: IngestOrigin) -> IngestResult:
         """Store one Part 10 instance read from ``source``.
@@ -110,12 +161,17 @@ class IngestPipeline:
 
     def _ingest(self, source: BinaryIO, origin: IngestOrigin) -> IngestResult:
         header, prefix = read_header(source, max_header_bytes=self._limits.max_header_bytes)
+        _check_declared_class(header, origin)
         facts = validate(header, self._policy)
         lookup = self._lookup(facts, origin)
         if lookup.existing is not None:
             return self._compare_resend(source, prefix, lookup.existing)
         pending = None if lookup.study_key_id else self._vault.keyring.generate()
-        key = pending.key if pending else self._vault.keyring.data_key(lookup.study_key_id or "")
+        key = (
+            pending.key
+            if pending
+            else self._keys.get(lookup.study_key_id or "", destroyed=lookup.key_destroyed)
+        )
         completeness = header.completeness_check()
         stored = write_encrypted(
             self._vault.store,
@@ -131,8 +187,8 @@ class IngestPipeline:
 
     def _lookup(self, facts: InstanceFacts, origin: IngestOrigin) -> StudyLookup:
         index = self._vault.index
-        with self._vault.catalog.read_session() as session:
-            lookup = find_study(session, index, facts, origin.organisation_id, origin.case_id)
+        with self._reader.connect() as connection, connection.begin():
+            lookup = find_study(connection, index, facts, origin.organisation_id, origin.case_id)
         if lookup.case_id is not None and lookup.case_id != origin.case_id and origin.case_id:
             raise PolicyRefused("this study is already filed under another case")
         if self._vault.settings.policy.one_patient_per_case and lookup.other_patient_in_case:
@@ -170,38 +226,31 @@ class IngestPipeline:
         origin: IngestOrigin,
         pending: PendingKey | None,
     ) -> tuple[StoredInstance, bool]:
-        """One transaction, retried when a concurrent sender created the same row first."""
-        retention = timedelta(days=lookup.retention_days)
+        """One write, retried (carefully) when a concurrent sender created the same row first."""
         last_error: sa_exc.IntegrityError | None = None
-        for _attempt in range(3):
+        for attempt in range(_ATTEMPTS):
+            ctx = WriteContext(self._vault, origin, lookup, pending, self._series, attempt > 0)
             try:
-                with self._vault.catalog.session() as session:
-                    stored, duplicate = record_instance(
-                        session, self._vault, new, origin, pending, retention
-                    )
-                    if not duplicate:
-                        self._audit_stored(origin, stored.as_result(duplicate=False), session)
-                    return stored, duplicate
+                return self._writer.run(partial(self._write, ctx, new))
             except sa_exc.IntegrityError as exc:
                 last_error = exc
         raise StorageUnavailable("the catalog could not record the instance") from last_error
 
-    def _audit_stored(
-        self, origin: IngestOrigin, result: IngestResult, session: Session | None = None
-    ) -> None:
-        """Record a store; a new instance is recorded in its own catalog transaction."""
-        self._vault.audit.record(
-            AuditRecord(
-                actor=origin.actor,
-                action="instance.store",
-                outcome="duplicate" if result.duplicate else "success",
-                object_type="instance",
-                object_id=result.instance_id,
-                remote=origin.remote,
-                detail={"channel": origin.channel, "study": result.study_id, "bytes": result.size},
-            ),
-            session=session,
+    def _write(
+        self, ctx: WriteContext, new: NewInstance, connection: Connection
+    ) -> tuple[StoredInstance, bool]:
+        """The catalog rows of ``new`` and, if new, its access-log record."""
+        stored, duplicate = record_instance(connection, ctx, new)
+        if not duplicate:
+            self._vault.audit.append(connection, _stored_record(ctx.origin, stored, False))
+        return stored, duplicate
+
+    def _audit_stored(self, origin: IngestOrigin, result: IngestResult) -> None:
+        """Record a resend answered as a duplicate (its own transaction)."""
+        stored = StoredInstance(
+            result.instance_id, result.study_id, result.series_id, result.sha256, result.size
         )
+        self._vault.audit.record(_stored_record(origin, stored, result.duplicate))
 
     def _audit_refusal(self, origin: IngestOrigin, exc: VaultError | CryptoError) -> None:
         self._vault.audit.record(
@@ -215,3 +264,31 @@ class IngestPipeline:
                 detail={"channel": origin.channel},
             )
         )
+
+
+def _stored_record(origin: IngestOrigin, stored: StoredInstance, duplicate: bool) -> AuditRecord:
+    return AuditRecord(
+        actor=origin.actor,
+        action="instance.store",
+        outcome="duplicate" if duplicate else "success",
+        object_type="instance",
+        object_id=stored.instance_id,
+        remote=origin.remote,
+        detail={"channel": origin.channel, "study": stored.study_id, "bytes": stored.size},
+    )
+
+
+def _check_declared_class(header: InstanceHeader, origin: IngestOrigin) -> None:
+    """Refuse a data set whose SOP Class is not the one its transport declared.
+
+    An absent or undecodable SOP Class UID is left to :func:`validate`.
+    """
+    if origin.declared_sop_class is None:
+        return
+    try:
+        value = header.dataset.get("SOPClassUID")
+        found = str(value).strip("\x00 ") if value else None
+    except (ValueError, TypeError, KeyError, AttributeError, NotImplementedError):
+        return
+    if found is not None and found != origin.declared_sop_class:
+        raise SopClassMismatch("the data set is not of the SOP Class it was sent as")

@@ -6,8 +6,12 @@ Commitment Push Model; small event handlers (:mod:`dicom_ingest._scp_store`)
 that admit only registered :class:`~vault.catalog.models.PacsNode` callers and
 hand every instance to the one :class:`~dicom_ingest.pipeline.IngestPipeline`;
 sockets with ``TCP_NODELAY`` and optional DICOM TLS
-(:mod:`dicom_ingest._scp_transport`); and a timer thread settling idle studies
-(:mod:`vault.settle`).
+(:mod:`dicom_ingest._scp_transport`), served by event-driven association
+threads instead of pynetdicom's 1 ms polling loops
+(:mod:`dicom_ingest._scp_reactor`); and a timer thread settling idle studies
+(:mod:`vault.settle`). Concurrent associations share catalog transactions
+(group commit, :mod:`dicom_ingest._group_commit`); ``scp.processes`` > 1
+runs that many receiver processes on the same port (``SO_REUSEPORT``).
 
 Received data sets stay in memory: pynetdicom's option to spool them to
 temporary files (``STORE_RECV_CHUNKED_DATASET``) is left off, so plaintext
@@ -151,6 +155,11 @@ class StorageScp:
             raise RuntimeError("the receiver is not running")
         host, port = self._server.server_address[:2]
         return str(host), int(port)
+
+    @property
+    def open_associations(self) -> int:
+        """Associations admitted and not yet closed (their close not yet logged)."""
+        return self._context.peers.open_count()
 
     @property
     def server(self) -> VaultAssociationServer | None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
+import httpx
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -60,14 +61,30 @@ class Row:
     path: str
     form: dict[str, str] | None
     expected: tuple[int, ...]  # in COLUMNS order
+    # Requests that are not a GET or a form POST (JSON, tus): headers and a JSON body.
+    headers: dict[str, str] | None = None
+    json: dict[str, str] | None = None
 
     @property
     def id(self) -> str:
         return f"{self.method} {self.path}"
 
 
-def row(method: str, path: str, expected: str, form: dict[str, str] | None = None) -> Row:
-    return Row(method, path, form, tuple(int(code) for code in expected.split()))
+def row(
+    method: str,
+    path: str,
+    expected: str,
+    form: dict[str, str] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    json: dict[str, str] | None = None,
+) -> Row:
+    codes = tuple(int(code) for code in expected.split())
+    return Row(method, path, form, codes, headers, json)
+
+
+TUS = {"Tus-Resumable": "1.0.0"}
+TUS_PATCH = TUS | {"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
 
 
 # fmt: off
@@ -113,6 +130,108 @@ MATRIX = (
                                                          "401 403 404 403 403 403 401 404 401 401"),
     row("GET",   "/api/engineer/instances/0123456789abcdef",
                                                          "401 403 404 403 403 403 401 404 401 401"),
+    row("GET",   "/dpo",                                 "303 403 403 200 200 403 303 403 401 401"),
+    row("POST",  "/dpo/requests",                        "303 403 403 303 303 403 303 403 401 401",
+        {"kind": "access", "received": "2026-01-05"}),
+    row("GET",   "/dpo/requests/0123456789abcdef",       "303 403 403 404 404 403 303 403 401 401"),
+    row("POST",  "/dpo/requests/0123456789abcdef/search",
+                                                         "303 403 403 404 404 403 303 403 401 401",
+        {"patient_id": "MATRIX-1"}),
+    row("POST",  "/dpo/requests/0123456789abcdef/verify",
+                                                         "303 403 403 404 404 403 303 403 401 401",
+        {"method": "in-person"}),
+    row("POST",  "/dpo/requests/0123456789abcdef/extend",
+                                                         "303 403 403 404 404 403 303 403 401 401",
+        {"months": "1", "reason": "complexity"}),
+    row("POST",  "/dpo/requests/0123456789abcdef/package",
+                                                         "303 403 403 404 404 403 303 403 401 401",
+        {}),
+    row("POST",  "/dpo/requests/0123456789abcdef/rectify",
+                                                         "303 403 403 404 404 403 303 403 401 401",
+        {"birth_date": "19610315"}),
+    row("POST",  "/dpo/requests/0123456789abcdef/restrict",
+                                                         "303 403 403 404 404 403 303 403 401 401",
+        {}),
+    row("POST",  "/dpo/requests/0123456789abcdef/lift-restriction",
+                                                         "303 403 403 404 404 403 303 403 401 401",
+        {}),
+    row("POST",  "/dpo/requests/0123456789abcdef/erase",
+                                                         "303 403 403 404 404 403 303 403 401 401",
+        {}),
+    row("POST",  "/dpo/requests/0123456789abcdef/close",
+                                                         "303 403 403 404 404 403 303 403 401 401",
+        {"outcome": "completed", "note": "matrix"}),
+    row("POST",  "/dpo/breaches",                        "303 403 403 303 303 403 303 403 401 401",
+        {"detected": "2026-01-05T08:00", "nature": "confidentiality", "description": "matrix"}),
+    row("GET",   "/dpo/breaches/0123456789abcdef",       "303 403 403 404 404 403 303 403 401 401"),
+    row("POST",  "/dpo/breaches/0123456789abcdef/assessment",
+                                                         "303 403 403 404 404 403 303 403 401 401",
+        {}),
+    row("POST",  "/dpo/breaches/0123456789abcdef/entries",
+                                                         "303 403 403 404 404 403 303 403 401 401",
+        {"kind": "note", "text": "matrix"}),
+    row("POST",  "/dpo/breaches/0123456789abcdef/notify",
+                                                         "303 403 403 404 404 403 303 403 401 401",
+        {"party": "authority", "exemption": "unlikely-risk"}),
+    row("POST",  "/dpo/breaches/0123456789abcdef/close",
+                                                         "303 403 403 404 404 403 303 403 401 401",
+        {}),
+    row("GET",   "/api/engineer/studies/0123456789abcdef",
+                                                         "401 403 404 403 403 403 401 404 401 401"),
+    row("GET",   "/api/engineer/studies/0123456789abcdef/series/2.25.1",
+                                                         "401 403 404 403 403 403 401 404 401 401"),
+    row("GET",   "/api/engineer/studies/0123456789abcdef/series/2.25.1/archive",
+                                                         "401 403 404 403 403 403 401 404 401 401"),
+    row("GET",   "/dicomweb/studies",                    "401 403 200 403 403 403 401 200 401 401"),
+    row("GET",   "/dicomweb/series",                     "401 403 200 403 403 403 401 200 401 401"),
+    row("GET",   "/dicomweb/instances",                  "401 403 200 403 403 403 401 200 401 401"),
+    row("GET",   "/dicomweb/studies/2.25.1/series",      "401 403 200 403 403 403 401 200 401 401"),
+    row("GET",   "/dicomweb/studies/2.25.1/instances",   "401 403 200 403 403 403 401 200 401 401"),
+    row("GET",   "/dicomweb/studies/2.25.1/series/2.25.2/instances",
+                                                         "401 403 200 403 403 403 401 200 401 401"),
+    row("GET",   "/dicomweb/studies/2.25.1",             "401 403 404 403 403 403 401 404 401 401"),
+    row("GET",   "/dicomweb/studies/2.25.1/series/2.25.2",
+                                                         "401 403 404 403 403 403 401 404 401 401"),
+    row("GET",   "/dicomweb/studies/2.25.1/series/2.25.2/instances/2.25.3",
+                                                         "401 403 404 403 403 403 401 404 401 401"),
+    row("GET",   "/dicomweb/studies/2.25.1/metadata",    "401 403 404 403 403 403 401 404 401 401"),
+    row("GET",   "/dicomweb/studies/2.25.1/series/2.25.2/metadata",
+                                                         "401 403 404 403 403 403 401 404 401 401"),
+    row("GET",   "/dicomweb/studies/2.25.1/series/2.25.2/instances/2.25.3/metadata",
+                                                         "401 403 404 403 403 403 401 404 401 401"),
+    row("GET",   "/engineer",                            "303 403 200 403 403 403 303 403 401 401"),
+    row("GET",   "/engineer/studies/0123456789abcdef/series/2.25.1/thumbnail.png",
+                                                         "303 403 404 403 403 403 303 403 401 401"),
+    row("GET",   "/upload",                              "303 200 403 403 403 200 303 403 401 401"),
+    row("GET",   "/cases/{case_a}/upload",               "303 200 403 403 403 404 303 403 401 401"),
+    row("GET",   "/cases/{case_b}/upload",               "303 404 403 403 403 200 303 403 401 401"),
+    row("GET",   "/api/uploads/0123456789abcdef/summary",
+                                                         "401 404 403 403 403 404 401 403 401 401"),
+    row("GET",   "/api/uploads/0123456789abcdef/series/0123456789abcdef/thumbnail.png",
+                                                         "401 404 403 403 403 404 401 403 401 401"),
+    row("POST",  "/api/uploads",                         "401 201 403 403 403 404 401 403 401 401",
+        json={"case_id": "{case_a}"}),
+    row("GET",   "/api/uploads?case_id={case_a}",        "401 200 403 403 403 404 401 403 401 401"),
+    row("GET",   "/api/uploads/0123456789abcdef",        "401 404 403 403 403 404 401 403 401 401"),
+    row("POST",  "/api/uploads/0123456789abcdef/complete",
+                                                         "401 404 403 403 403 404 401 403 401 401",
+        headers={}),
+    row("OPTIONS", "/api/uploads/0123456789abcdef/files",
+                                                         "401 204 403 403 403 204 401 403 401 401",
+        headers=TUS),
+    row("POST",  "/api/uploads/0123456789abcdef/files",  "401 404 403 403 403 404 401 403 401 401",
+        headers=TUS | {"Upload-Length": "10"}),
+    row("HEAD",  "/api/uploads/0123456789abcdef/files/0123456789abcdef",
+                                                         "401 404 403 403 403 404 401 403 401 401",
+        headers=TUS),
+    row("PATCH", "/api/uploads/0123456789abcdef/files/0123456789abcdef",
+                                                         "401 404 403 403 403 404 401 403 401 401",
+        headers=TUS_PATCH),
+    row("DELETE", "/api/uploads/0123456789abcdef/files/0123456789abcdef",
+                                                         "401 404 403 403 403 404 401 403 401 401",
+        headers=TUS),
+    row("GET",   "/api/uploads/0123456789abcdef/files/0123456789abcdef/result",
+                                                         "401 404 403 403 403 404 401 403 401 401"),
 )
 # fmt: on
 
@@ -190,9 +309,21 @@ class Callers:
         path = item.path.format(**self.ids)
         if item.method == "GET":
             response = client.get(path, headers=headers, follow_redirects=False)
-        else:
+        elif item.headers is None and item.json is None:
             response = client.post(path, data=form, headers=headers, follow_redirects=False)
+        else:
+            response = self._send(client, item, path, headers, form.get("csrf_token"))
         return response.status_code
+
+    def _send(
+        self, client: TestClient, item: Row, path: str, headers: dict[str, str], csrf: str | None
+    ) -> httpx.Response:
+        """A JSON or tus request: the CSRF token (sessions) goes in its header."""
+        headers |= {k: v.format(**self.ids) for k, v in (item.headers or {}).items()}
+        if csrf is not None:
+            headers["X-CSRF-Token"] = csrf
+        body = {k: v.format(**self.ids) for k, v in item.json.items()} if item.json else None
+        return client.request(item.method, path, headers=headers, json=body, follow_redirects=False)
 
 
 @pytest.fixture(scope="module")
@@ -204,13 +335,26 @@ def callers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Callers,
         yield Callers(world), world.new_client()
 
 
+def _flat_routes(app: object) -> Iterator[tuple[str, object]]:
+    """(full path, route) of every route, included routers expanded (FastAPI >= 0.16x
+    keeps included routers whole in ``app.routes``)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI: app.routes is already flat
+        for route in app.routes:  # type: ignore[attr-defined]
+            yield getattr(route, "path", ""), route
+        return
+    for context in iter_route_contexts(app.routes):  # type: ignore[attr-defined]
+        yield context.path or "", context.original_route
+
+
 def _routes(app: object) -> Iterator[tuple[str, str, object]]:
-    for route in app.routes:  # type: ignore[attr-defined]
+    for path, route in _flat_routes(app):
         if isinstance(route, Mount):
             continue
         for method in sorted(getattr(route, "methods", None) or ()):
             if method != "HEAD":
-                yield method, route.path, route  # type: ignore[attr-defined]
+                yield method, path, route
 
 
 class TestAuthorisationMatrix:
@@ -249,12 +393,37 @@ class TestEveryRouteIsDeclared:
     ) -> None:
         _, client = callers
         app_routes = {
-            (method, route.path)  # type: ignore[attr-defined]
-            for method, _, route in _routes(client.app)
+            (method, path)
+            for method, path, route in _routes(client.app)
             if isinstance(route, APIRoute) and declared_permission(route) is not None
         }
-        in_matrix = {(item.method, _template(item.path)) for item in MATRIX}
+        in_matrix = {
+            (item.method, _upload_template(item.path) or _template(item.path)) for item in MATRIX
+        }
         assert sorted(app_routes - in_matrix) == []
+
+
+def _engineer_template(path: str) -> str | None:
+    """The template of an engineers' metadata, series or DICOMweb path (UIDs 2.25.1-3)."""
+    if path.startswith("/dicomweb/"):
+        named = path.replace("2.25.1", "{study}").replace("2.25.2", "{series}")
+        return named.replace("2.25.3", "{instance}")
+    study = "/api/engineer/studies/{pseudo_study_id}"
+    if not path.startswith("/api/engineer/studies/") or path.count("/") == 3:
+        return None
+    if "/series/" in path:
+        series = f"{study}/series/{{pseudo_series_uid}}"
+        return f"{series}/archive" if path.endswith("/archive") else series
+    return None if path.endswith("/archive") else study
+
+
+def _upload_template(path: str) -> str | None:
+    """The template of an upload API path (ids 0123456789abcdef, query dropped)."""
+    path = path.split("?")[0]
+    if not path.startswith("/api/uploads") or path.endswith(("/summary", "/thumbnail.png")):
+        return None
+    named = path.replace("/files/0123456789abcdef", "/files/{file_id}")
+    return named.replace("/api/uploads/0123456789abcdef", "/api/uploads/{upload_id}")
 
 
 def _template(path: str) -> str:
@@ -266,10 +435,23 @@ def _template(path: str) -> str:
     }
     if path.startswith("/api/cases/"):
         return "/api/cases/{case_id}"
+    if engineer := _engineer_template(path):
+        return engineer
     if path.startswith("/api/engineer/studies/"):
         return "/api/engineer/studies/{pseudo_study_id}/archive"
     if path.startswith("/api/engineer/instances/"):
         return "/api/engineer/instances/{pseudo_instance_id}"
+    if path.startswith("/engineer/studies/"):
+        return "/engineer/studies/{pseudo_study_id}/series/{series_uid}/thumbnail.png"
+    if path.startswith("/cases/") and path.endswith("/upload"):
+        return "/cases/{case_id}/upload"
+    if path.startswith("/api/uploads/") and path.endswith("/summary"):
+        return "/api/uploads/{upload_id}/summary"
+    if path.startswith("/api/uploads/") and path.endswith("/thumbnail.png"):
+        return "/api/uploads/{upload_id}/series/{series_id}/thumbnail.png"
+    if path.startswith(("/dpo/requests/", "/dpo/breaches/")):
+        kind = "request_id" if path.startswith("/dpo/requests/") else "breach_id"
+        return path.replace("0123456789abcdef", f"{{{kind}}}")
     return templates.get(path, path)
 
 

@@ -6,6 +6,7 @@ SCUs; the receiver runs on the embedded vault (``receiver`` fixture).
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import subprocess
@@ -13,11 +14,20 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 from pynetdicom import _config as pynetdicom_config
+from pynetdicom.dsutils import create_file_meta
 from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import select
 
+from dicom_ingest._scp_part10 import part10_prefix
+from dicom_ingest._scp_reactor import FastAssociationSocket, WakingAssociation, WakingDUL
 from dicom_ingest.synthetic import SyntheticPatient, encode, write_series
 from tests.cstore_support import (
     associate,
@@ -37,9 +47,9 @@ from tests.services.dicom_peers import (
     start_receiver,
 )
 from vault.admin import create_case, get_or_create_organisation, set_pacs_node_enabled
-from vault.catalog.models import AuditEvent, Instance
+from vault.catalog.models import AuditEvent, Instance, Study
 from vault.core import Vault
-from vault.errors import CorruptHeader, MissingAttribute, dimse_status
+from vault.errors import MissingAttribute, SopClassMismatch, dimse_status
 from vault.reader import open_instance
 from vault.settings import ScpSettings
 
@@ -50,6 +60,12 @@ ABSTRACT_SYNTAX_NOT_SUPPORTED = 0x03
 def association_events(receiver: Receiver) -> list[AuditEvent]:
     with receiver.vault.catalog.session() as session:
         query = select(AuditEvent).where(AuditEvent.action == "association")
+        return list(session.scalars(query.order_by(AuditEvent.seq)))
+
+
+def store_outcomes(receiver: Receiver) -> list[str]:
+    with receiver.vault.catalog.session() as session:
+        query = select(AuditEvent.outcome).where(AuditEvent.action == "instance.store")
         return list(session.scalars(query.order_by(AuditEvent.seq)))
 
 
@@ -211,8 +227,10 @@ class TestRefusedInstances:
             assoc, store_message(CTImageStorage, str(ds.SOPInstanceUID), dataset_bytes)
         )
         assoc.release()
-        assert status == dimse_status(CorruptHeader("meta mismatch")) == 0xC000
+        assert status == dimse_status(SopClassMismatch("mismatch")) == 0xA900
         assert instance_count(receiver.vault) == 0
+        assert list(receiver.vault.store.iter_keys()) == []
+        assert store_outcomes(receiver) == ["refused:sop-class-mismatch"]
 
     def test_sop_class_outside_policy_is_not_negotiated(self, receiver: Receiver) -> None:
         assoc = associate(receiver, "PACS1", CTImageStorage, SecondaryCaptureImageStorage)
@@ -230,6 +248,25 @@ class TestRefusedInstances:
         assoc.release()
         assert (bad, good) == (dimse_status(MissingAttribute("uid")), 0x0000) == (0xA900, 0)
         assert instance_count(receiver.vault) == 1
+
+
+class TestErasedStudy:
+    def test_instance_of_a_crypto_shredded_study_is_refused_though_its_key_was_cached(
+        self, receiver: Receiver
+    ) -> None:
+        first, second = small_series(2, seed=11)
+        assoc = associate(receiver)
+        stored = assoc.send_c_store(first).Status
+        with receiver.vault.catalog.session() as session:
+            key_id = session.scalar(select(Study.data_key_id))
+            receiver.vault.keyring.destroy(key_id, session=session)
+        objects = sorted(receiver.vault.store.iter_keys())
+        refused = assoc.send_c_store(second).Status
+        assoc.release()
+        assert (stored, refused) == (0x0000, 0x0110)
+        assert instance_count(receiver.vault) == 1
+        assert sorted(receiver.vault.store.iter_keys()) == objects
+        assert store_outcomes(receiver) == ["success", "refused:destroyed"]
 
 
 class TestAbortedAssociation:
@@ -280,6 +317,15 @@ class TestSockets:
         assoc.release()
         assert nodelay != 0
 
+    def test_associations_run_on_the_event_driven_reactor(self, receiver: Receiver) -> None:
+        assoc = associate(receiver)
+        server = receiver.scp.server
+        assert server is not None
+        (accepted,) = server.active_associations
+        kinds = (type(accepted), type(accepted.dul), type(accepted.dul.socket))
+        assoc.release()
+        assert kinds == (WakingAssociation, WakingDUL, FastAssociationSocket)
+
     def test_receiver_announces_unlimited_pdu_size(self, receiver: Receiver) -> None:
         assoc = associate(receiver)
         announced = assoc.acceptor.maximum_length
@@ -297,6 +343,23 @@ class TestSockets:
             assoc.release()
         assert statuses == [0] * 6
         assert len(studies(receiver.vault)) == 3
+
+
+class TestFraming:
+    @pytest.mark.parametrize("transfer_syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    @pytest.mark.parametrize("instance_uid", ["1.2.3.4.5", "1.2.3.4.56"])  # odd, even length
+    def test_file_meta_is_the_bytes_pydicom_writes(
+        self, transfer_syntax: str, instance_uid: str
+    ) -> None:
+        expected = io.BytesIO()
+        expected.write(b"\x00" * 128 + b"DICM")
+        meta = create_file_meta(
+            sop_class_uid=CTImageStorage,
+            sop_instance_uid=instance_uid,
+            transfer_syntax=transfer_syntax,
+        )
+        write_file_meta_info(expected, meta, enforce_standard=True)
+        assert part10_prefix(CTImageStorage, instance_uid, transfer_syntax) == expected.getvalue()
 
 
 class TestNoPhiInLogs:

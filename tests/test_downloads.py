@@ -1,216 +1,57 @@
-"""The engineers' download API: listings, study ZIPs, single instances, refusals, audit.
+"""The engineers' REST API: listings, metadata, study and series ZIPs, single instances.
 
-Studies are small synthetic CT studies ingested into the app's own embedded
-vault and pseudonymised by the real pipeline (Celery eager). The module's
-world holds one finished study (two series and a held-back burned-in capture)
-in a case assigned to one engineer, and a queued study in the same case.
-Tests that tamper with stored objects make studies of their own; the
-aborted-transfer test runs the app under a real uvicorn server so that the
-client sees what a client sees.
+Covers what each route answers (bodies, statuses, headers), conditional and
+range requests (304, 206, If-Range, 416) with resumed downloads equal to the
+whole one, refusals (another engineer's case, unfinished studies, tokens
+bound to another case, other roles), tampered objects and the access log.
+The world (see :mod:`tests.engineer_support`) holds one finished study
+(two series and a held-back burned-in capture) in a case assigned to one
+engineer, and a queued study in the same case. Tests that tamper with stored
+objects make studies of their own; the aborted-transfer test runs the app
+under a real uvicorn server so that the client sees what a client sees.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import socket
-import threading
-import time
+import json
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import httpx
 import pydicom
 import pytest
-import uvicorn
-from fastapi.testclient import TestClient
-from pydicom.dataset import Dataset
-from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
-from sqlalchemy import select
 
-from deidentify.tasks import create_celery_app, register_deidentification
-from dicom_ingest import IngestPipeline, ValidationPolicy
-from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series
-from tests.deidentify_support import burned_in_capture
-from tests.services.auth_env import BASE_URL, START, Account, AuthWorld, auth_test_settings
-from tests.services.vault_env import CaseContext, make_case
-from vault.admin import assign_case
-from vault.api.app import create_app
-from vault.auth.digests import digest
-from vault.catalog.accounts import ApiToken, User
-from vault.catalog.deid import PseudonymisedInstance, PseudonymisedStudy
-from vault.catalog.models import AuditEvent, Case
-from vault.clock import FrozenClock
-from vault.core import Vault
-from vault.downloads import ArchiveMember, archive_size, stream_archive
-from vault.objects import StoredObject
-from vault.settle import StudySettledHooks, settle_study
-
-SERVER_WAIT_SECONDS = 30  # a hang guard only: nothing asserts on time
-
-
-# --- building studies -------------------------------------------------------
-
-
-def two_series(seed: int, *, slices: tuple[int, int] = (3, 2), size: int = 64) -> list[Dataset]:
-    patient = SyntheticPatient()
-    study_uid = generate_uid()
-    first, second = (
-        list(
-            make_ct_series(
-                count,
-                rows=size,
-                columns=size,
-                patient=patient,
-                seed=seed,
-                study_uid=study_uid,
-                series_number=number,
-                plant_phi=True,
-            )
-        )
-        for number, count in enumerate(slices, start=1)
-    )
-    return first + second
-
-
-def ingest(case: CaseContext, datasets: list[Dataset]) -> str:
-    """Ingest ``datasets`` (Secondary Capture allowed) into ``case``; the study's id."""
-    policy = ValidationPolicy.from_settings(case.vault.settings.policy)
-    sop_classes = policy.sop_classes | {SecondaryCaptureImageStorage}
-    pipeline = IngestPipeline(case.vault, ValidationPolicy(sop_classes, policy.transfer_syntaxes))
-    ids = {pipeline.ingest(io.BytesIO(encode(ds)), case.origin).study_id for ds in datasets}
-    (study_id,) = ids
-    return study_id
-
-
-def pseudonymise(vault: Vault, study_id: str) -> str:
-    """Settle ``study_id`` and de-identify it eagerly; the pseudonymised study's id."""
-    hooks = StudySettledHooks()
-    register_deidentification(hooks, create_celery_app(vault.settings, vault=vault))
-    settle_study(vault, study_id, hooks)
-    with vault.catalog.session() as session:
-        study = session.scalar(
-            select(PseudonymisedStudy).where(PseudonymisedStudy.study_id == study_id)
-        )
-        assert study is not None and study.state == "done"
-        return study.id
-
-
-def instance_rows(vault: Vault, pseudo_study_id: str) -> list[PseudonymisedInstance]:
-    with vault.catalog.session() as session:
-        query = select(PseudonymisedInstance).where(
-            PseudonymisedInstance.pseudo_study_id == pseudo_study_id
-        )
-        rows = list(session.scalars(query))
-        session.expunge_all()
-        return rows
-
-
-def in_archive_order(rows: list[PseudonymisedInstance]) -> list[PseudonymisedInstance]:
-    return sorted(rows, key=lambda row: (row.pseudo_series_uid or "", row.pseudo_sop_uid or ""))
-
-
-def tamper(vault: Vault, row: PseudonymisedInstance) -> None:
-    """Flip one ciphertext byte in the middle of ``row``'s stored object."""
-    assert row.object_key is not None
-    with vault.store.open_reader(row.object_key) as reader:
-        data = bytearray(reader.read())
-    data[len(data) // 2] ^= 0x01
-    with vault.store.open_writer(row.object_key) as writer:
-        writer.write(bytes(data))
-
-
-# --- the world ----------------------------------------------------------------
-
-
-@dataclass
-class World:
-    auth: AuthWorld
-    client: TestClient
-    case: CaseContext
-    engineer: Account
-    other_engineer: Account
-    clinician: Account
-    admin: Account
-    token: str
-    token_id: str
-    study: str
-    queued: str
-
-    @property
-    def vault(self) -> Vault:
-        return self.auth.vault
-
-    def bearer(self, secret: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {secret or self.token}"}
-
-    def as_user(self, account: Account) -> TestClient:
-        client = self.auth.new_client()
-        client.cookies.set(self.auth.cookie_name, self.auth.session_cookie(account))
-        return client
-
-
-def _token_id(vault: Vault, secret: str) -> str:
-    with vault.catalog.session() as session:
-        return session.scalars(
-            select(ApiToken.id).where(ApiToken.token_hash == digest(secret))
-        ).one()
-
-
-def _assign(vault: Vault, case_id: str, account: Account) -> None:
-    with vault.catalog.session() as session:
-        assign_case(session, session.get(Case, case_id), session.get(User, account.user_id))
-
-
-def _queued_study(case: CaseContext) -> str:
-    """A study ingested and waiting for de-identification (queued, nothing made yet)."""
-    study_id = ingest(case, two_series(seed=3, slices=(1, 1)))
-    with case.vault.catalog.session() as session:
-        queued = PseudonymisedStudy(study_id=study_id, state="queued")
-        session.add(queued)
-        session.flush()
-        return queued.id
+from dicom_ingest.synthetic import SyntheticPatient
+from tests.engineer_support import (
+    World,
+    assign,
+    engineer_world,
+    events,
+    ingest,
+    instance_rows,
+    pseudonymise,
+    served_rows,
+    serving,
+    tamper,
+    two_series,
+)
+from tests.services.vault_env import make_case
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    settings = auth_test_settings(tmp_path_factory.mktemp("downloads") / "data")
-    with TestClient(create_app(settings, clock=FrozenClock(START)), base_url=BASE_URL) as client:
-        auth = AuthWorld(client, client.app.state.vault.clock)  # type: ignore[attr-defined]
-        case = make_case(auth.vault, "DL-CASE-1")
-        other_case = make_case(auth.vault, "DL-CASE-2")
-        engineer = auth.add_user("eng@maker.example", "engineer", "Maker")
-        other = auth.add_user("other-eng@maker.example", "engineer", "Maker")
-        _assign(auth.vault, case.case_id, engineer)
-        _assign(auth.vault, other_case.case_id, other)
-        datasets = two_series(seed=1)
-        study_id = ingest(case, [*datasets, burned_in_capture(datasets[0])])
-        token = auth.token(engineer)
-        yield World(
-            auth=auth,
-            client=auth.new_client(),
-            case=case,
-            engineer=engineer,
-            other_engineer=other,
-            clinician=auth.add_user("clin@hospital.example", "clinician", "Test Hospital"),
-            admin=auth.add_user("admin@maker.example", "admin", "Maker"),
-            token=token,
-            token_id=_token_id(auth.vault, token),
-            study=pseudonymise(auth.vault, study_id),
-            queued=_queued_study(case),
-        )
+    with engineer_world(tmp_path_factory.mktemp("downloads") / "data", "DL-CASE") as built:
+        yield built
 
 
-def archive_of(world: World, pseudo_study_id: str) -> httpx.Response:
+def archive_of(
+    world: World, pseudo_study_id: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
     return world.client.get(
-        f"/api/engineer/studies/{pseudo_study_id}/archive", headers=world.bearer()
+        f"/api/engineer/studies/{pseudo_study_id}/archive",
+        headers={**world.bearer(), **(headers or {})},
     )
-
-
-def events(vault: Vault, action: str) -> list[AuditEvent]:
-    return [event for event in vault.audit.events() if event.action == action]
 
 
 def instance_bytes(world: World, pseudo_instance_id: str) -> bytes:
@@ -220,28 +61,6 @@ def instance_bytes(world: World, pseudo_instance_id: str) -> bytes:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/dicom"
     return response.content
-
-
-@contextmanager
-def serving(world: World) -> Iterator[str]:
-    """The app on the world's data, under a real uvicorn server on a free port."""
-    app = create_app(world.vault.settings, clock=FrozenClock(START))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + SERVER_WAIT_SECONDS
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not server.started:
-            pytest.fail("the test server did not start")
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(SERVER_WAIT_SECONDS)
-        sock.close()
 
 
 # --- the tests ----------------------------------------------------------------
@@ -309,30 +128,6 @@ class TestStudyArchive:
             assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_STORED}
 
 
-class TestArchiveSizePrediction:
-    @pytest.mark.parametrize(
-        "sizes",
-        [(), (0,), (1,), (5000, 1, 70_000), (300_000, 300_000, 300_000)],
-        ids=["empty", "one-empty-member", "one-byte", "mixed", "spans-chunks"],
-    )
-    def test_predicted_size_equals_the_written_archive(self, sizes: tuple[int, ...]) -> None:
-        payloads = {f"{i}.{'9' * i}": bytes([i % 251]) * size for i, size in enumerate(sizes)}
-        members = [
-            ArchiveMember(
-                f"2.25.{name}/1.{name}.dcm",
-                StoredObject(name, "k", hashlib.sha256(data).hexdigest(), len(data)),
-            )
-            for name, data in payloads.items()
-        ]
-        pieces = list(
-            stream_archive(members, lambda s: io.BytesIO(payloads[s.object_key]), chunk=65_536)
-        )
-        written = b"".join(pieces)
-        assert archive_size(members) == len(written)
-        with zipfile.ZipFile(io.BytesIO(written)) as archive:
-            assert [archive.read(m.name) for m in members] == list(payloads.values())
-
-
 class TestRefusals:
     @pytest.mark.parametrize("route", ["archive", "instance"])
     def test_another_engineers_case_answers_404(self, world: World, route: str) -> None:
@@ -348,7 +143,7 @@ class TestRefusals:
 
     def test_token_bound_to_another_case_answers_404(self, world: World) -> None:
         other = make_case(world.vault, "DL-CASE-3")
-        _assign(world.vault, other.case_id, world.engineer)
+        assign(world.vault, other.case_id, world.engineer)
         secret = world.auth.token(world.engineer, case_id=other.case_id)
         response = world.client.get(
             f"/api/engineer/studies/{world.study}/archive", headers=world.bearer(secret)
@@ -403,7 +198,7 @@ class TestTamperedObjects:
         )
         tamper(world.vault, rows[-1])
         received = bytearray()
-        with serving(world) as base_url, httpx.Client(base_url=base_url) as client:
+        with serving(world.vault) as base_url, httpx.Client(base_url=base_url) as client:
             path = f"/api/engineer/studies/{study}/archive"
             with client.stream("GET", path, headers=world.bearer()) as response:
                 assert response.status_code == 200
@@ -452,6 +247,174 @@ class TestAccessLog:
         assert (f"token:{world.token_id}", world.queued, "not-ready") in outcomes
         assert (f"user:{world.other_engineer.user_id}", world.study, "not-found") in outcomes
 
+    def test_listing_and_metadata_reads_are_recorded(self, world: World) -> None:
+        listed = world.client.get("/api/engineer/studies", headers=world.bearer()).json()
+        world.client.get(f"/api/engineer/studies/{world.study}", headers=world.bearer())
+        listing = events(world.vault, "study.list")[-1]
+        assert (listing.actor, listing.outcome) == (f"token:{world.token_id}", "success")
+        assert json.loads(listing.detail)["results"] == len(listed)
+        metadata = events(world.vault, "study.metadata")[-1]
+        assert (metadata.object_id, metadata.outcome) == (world.study, "success")
+
     def test_the_chain_still_verifies_after_the_reads(self, world: World) -> None:
         archive_of(world, world.study)
         assert world.vault.audit.verify() == []
+
+
+class TestListingDetails:
+    def test_listing_gives_modalities_and_the_date_shift_mark(self, world: World) -> None:
+        response = world.client.get("/api/engineer/studies", headers=world.bearer())
+        listed = {study["pseudo_study_id"]: study for study in response.json()}
+        done, queued = listed[world.study], listed[world.queued]
+        assert (done["modalities"], done["date_shifted"]) == (["CT"], True)
+        assert {s["modality"] for s in done["series"]} == {"CT"}
+        assert (queued["modalities"], queued["date_shifted"]) == ([], None)
+
+
+class TestMetadata:
+    def test_study_metadata_has_state_counts_marks_and_series(self, world: World) -> None:
+        response = world.client.get(f"/api/engineer/studies/{world.study}", headers=world.bearer())
+        assert response.status_code == 200
+        body = response.json()
+        assert (body["state"], body["instance_count"], body["quarantined_count"]) == ("done", 5, 1)
+        assert (body["modalities"], body["date_shifted"]) == (["CT"], True)
+        assert body["patient_identity_removed"] is True
+        assert body["deidentification_methods"]
+        assert body["pseudo_study_uid"].startswith("2.25.")
+        assert body["archive_bytes"] == len(archive_of(world, world.study).content)
+        assert sorted(s["instance_count"] for s in body["series"]) == [2, 3]
+        assert {s["geometry"]["rows"] for s in body["series"]} == {64}
+
+    def test_study_metadata_carries_none_of_the_planted_identifiers(self, world: World) -> None:
+        response = world.client.get(f"/api/engineer/studies/{world.study}", headers=world.bearer())
+        text = response.text.lower()
+        original_uids = {ds.StudyInstanceUID for ds in world.originals}
+        original_uids |= {ds.SeriesInstanceUID for ds in world.originals}
+        assert [m for m in SyntheticPatient().markers() if m.lower() in text] == []
+        assert [uid for uid in original_uids if uid in response.text] == []
+
+    def test_unfinished_study_metadata_shows_its_state(self, world: World) -> None:
+        response = world.client.get(f"/api/engineer/studies/{world.queued}", headers=world.bearer())
+        assert response.status_code == 200
+        body = response.json()
+        assert (body["state"], body["archive_bytes"], body["series"]) == ("queued", None, [])
+
+    def test_series_metadata_lists_its_instances(self, world: World) -> None:
+        rows = served_rows(world.vault, world.study)
+        series_uid = rows[0].pseudo_series_uid
+        response = world.client.get(
+            f"/api/engineer/studies/{world.study}/series/{series_uid}", headers=world.bearer()
+        )
+        assert response.status_code == 200
+        listed = {i["pseudo_instance_id"]: i for i in response.json()["instances"]}
+        expected = {row.id: row for row in rows if row.pseudo_series_uid == series_uid}
+        assert set(listed) == set(expected)
+        for row_id, row in expected.items():
+            assert (listed[row_id]["sha256"], listed[row_id]["size"]) == (row.sha256, row.size)
+            assert listed[row_id]["pseudo_sop_uid"] == row.pseudo_sop_uid
+
+    def test_another_engineers_study_metadata_answers_404(self, world: World) -> None:
+        client = world.as_user(world.other_engineer)
+        assert client.get(f"/api/engineer/studies/{world.study}").status_code == 404
+
+
+class TestSeriesArchive:
+    def test_series_archive_holds_that_series_as_in_the_study_archive(self, world: World) -> None:
+        rows = served_rows(world.vault, world.study)
+        series_uid = rows[-1].pseudo_series_uid
+        path = f"/api/engineer/studies/{world.study}/series/{series_uid}/archive"
+        response = world.client.get(path, headers=world.bearer())
+        assert response.status_code == 200
+        with zipfile.ZipFile(io.BytesIO(archive_of(world, world.study).content)) as whole:
+            expected = {n: whole.read(n) for n in whole.namelist() if n.startswith(series_uid)}
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            assert {name: archive.read(name) for name in archive.namelist()} == expected
+        assert len(expected) == sum(1 for row in rows if row.pseudo_series_uid == series_uid)
+
+    def test_unknown_series_answers_404(self, world: World) -> None:
+        path = f"/api/engineer/studies/{world.study}/series/2.25.1/archive"
+        assert world.client.get(path, headers=world.bearer()).status_code == 404
+
+
+class TestRangesAndConditions:
+    def test_resumed_download_equals_the_whole_archive(self, world: World) -> None:
+        whole = archive_of(world, world.study)
+        cut = len(whole.content) // 3  # inside a member's data
+        rest = archive_of(
+            world, world.study, {"Range": f"bytes={cut}-", "If-Range": whole.headers["etag"]}
+        )
+        assert rest.status_code == 206
+        assert (
+            rest.headers["content-range"]
+            == f"bytes {cut}-{len(whole.content) - 1}/{len(whole.content)}"
+        )
+        assert int(rest.headers["content-length"]) == len(rest.content)
+        assert whole.content[:cut] + rest.content == whole.content
+
+    @pytest.mark.parametrize(
+        "spec",
+        ["bytes=0-9", "bytes=100-200000", "bytes=-100", "bytes=-1", "bytes=5-5"],
+        ids=["head", "across-members", "suffix", "last-byte", "one-byte"],
+    )
+    def test_a_range_is_that_slice_of_the_whole(self, world: World, spec: str) -> None:
+        whole = archive_of(world, world.study).content
+        first, _, last = spec.removeprefix("bytes=").partition("-")
+        start = len(whole) - int(last) if not first else int(first)
+        stop = len(whole) if not first or not last else int(last) + 1
+        response = archive_of(world, world.study, {"Range": spec})
+        assert response.status_code == 206
+        assert response.content == whole[start:stop]
+
+    def test_range_into_the_central_directory_after_a_cold_start(self, world: World) -> None:
+        whole = archive_of(world, world.study).content
+        directory = whole.rindex(b"PK\x01\x02") - 10
+        world.client.app.state.crc_cache = None  # type: ignore[attr-defined]
+        response = archive_of(world, world.study, {"Range": f"bytes={directory}-"})
+        assert response.status_code == 206
+        assert response.content == whole[directory:]
+
+    def test_if_range_naming_another_version_sends_the_whole_archive(self, world: World) -> None:
+        whole = archive_of(world, world.study).content
+        response = archive_of(world, world.study, {"Range": "bytes=10-", "If-Range": '"old"'})
+        assert (response.status_code, response.content) == (200, whole)
+
+    def test_several_ranges_are_answered_with_the_whole_archive(self, world: World) -> None:
+        whole = archive_of(world, world.study).content
+        response = archive_of(world, world.study, {"Range": "bytes=0-1,5-6"})
+        assert (response.status_code, response.content) == (200, whole)
+
+    def test_range_past_the_end_answers_416_with_the_length(self, world: World) -> None:
+        size = len(archive_of(world, world.study).content)
+        response = archive_of(world, world.study, {"Range": f"bytes={size}-"})
+        assert response.status_code == 416
+        assert response.headers["content-range"] == f"bytes */{size}"
+        assert response.json()["error"] == "range-not-satisfiable"
+
+    def test_if_none_match_with_the_etag_answers_304(self, world: World) -> None:
+        etag = archive_of(world, world.study).headers["etag"]
+        response = archive_of(world, world.study, {"If-None-Match": etag})
+        assert (response.status_code, response.content) == (304, b"")
+        assert response.headers["etag"] == etag
+        changed = archive_of(world, world.study, {"If-None-Match": '"other"'})
+        assert changed.status_code == 200
+
+    def test_instance_ranges_and_conditions(self, world: World) -> None:
+        row = served_rows(world.vault, world.study)[0]
+        whole = instance_bytes(world, row.id)
+        path = f"/api/engineer/instances/{row.id}"
+        part = world.client.get(path, headers={**world.bearer(), "Range": "bytes=128-131"})
+        assert (part.status_code, part.content) == (206, whole[128:132])
+        assert part.content == b"DICM"
+        tail = world.client.get(path, headers={**world.bearer(), "Range": "bytes=-10"})
+        assert tail.content == whole[-10:]
+        same = world.client.get(
+            path, headers={**world.bearer(), "If-None-Match": f'"{row.sha256}"'}
+        )
+        assert same.status_code == 304
+
+    def test_a_ranged_download_is_recorded_with_its_offset(self, world: World) -> None:
+        before = {e.seq for e in events(world.vault, "study.download")}
+        response = archive_of(world, world.study, {"Range": "bytes=1000-"})
+        (event,) = [e for e in events(world.vault, "study.download") if e.seq not in before]
+        assert event.outcome == "success"
+        assert json.loads(event.detail) == {"bytes": len(response.content), "from": 1000}

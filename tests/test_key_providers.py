@@ -25,6 +25,8 @@ from crypto.providers import build_key_provider
 from crypto.providers.local import LocalKeyProvider
 from vault.settings import KeySettings, LocalKeySettings
 
+PERIOD = "2026-11"
+
 
 def _tampered(blob: bytes) -> bytes:
     """The blob with one bit of its ciphertext flipped (Transit: inside the base64)."""
@@ -45,7 +47,8 @@ def _provider_secrets(settings: KeySettings) -> list[str]:
     if settings.provider == "pkcs11":
         return [settings.pkcs11.user_pin.get_secret_value()]
     document = json.loads(Path(str(settings.local.path)).read_text())
-    return [*document["keks"].values(), document["mac_root"]]
+    periods = [k for entry in document["periods"].values() for k in entry["keys"].values()]
+    return [*document["keks"].values(), document["mac_root"], *periods]
 
 
 def _version_of(kek_id: str) -> int:
@@ -343,7 +346,13 @@ class TestNoSecretsLeak:
             key_provider.rotate()
             key_provider.unwrap(wrapped)
             tag = key_provider.mac_key("pseudonym").mac(b"data")
+            old = key_provider.period_kek_id(PERIOD)
+            sealed = key_provider.seal(old, key.key_id, wrapped.blob)
+            key_provider.rotate_period(PERIOD)
+            key_provider.unseal(old, key.key_id, sealed)
+            key_provider.retire_period(PERIOD, keep=None)
         assert any("rotated" in record.getMessage() for record in caplog.records)
+        assert any("retired period" in record.getMessage() for record in caplog.records)
         material = _material(key)
         secrets = [material.hex(), base64.b64encode(material).decode(), tag.hex()]
         for secret in [*secrets, *_provider_secrets(key_settings)]:
@@ -518,3 +527,101 @@ class TestTransitServer:
         wrong = openbao_settings.model_copy(update={"token": SecretStr("not-the-token")})
         with pytest.raises(KeyProviderError):
             TransitKeyProvider(wrong)
+
+
+def _sealed_key(provider: KeyProvider, kek_id: str) -> tuple[DataKey, bytes]:
+    """A fresh DEK wrapped under the current KEK and sealed under period generation ``kek_id``."""
+    key = DataKey.generate()
+    return key, provider.seal(kek_id, key.key_id, provider.wrap(key).blob)
+
+
+class TestPeriodKeys:
+    def test_seal_round_trip_returns_the_wrapped_key(self, key_provider: KeyProvider) -> None:
+        kek_id = key_provider.period_kek_id(PERIOD)
+        key = DataKey.generate()
+        wrapped = key_provider.wrap(key)
+        sealed = key_provider.seal(kek_id, key.key_id, wrapped.blob)
+        assert wrapped.blob not in sealed
+        assert key_provider.unseal(kek_id, key.key_id, sealed) == wrapped.blob
+        assert key_provider.period_of(kek_id) == PERIOD
+        assert key_provider.period_of(key_provider.current_kek_id()) is None
+
+    def test_period_key_is_made_once_and_found_again(self, key_settings: KeySettings) -> None:
+        first = build_key_provider(key_settings)
+        try:
+            assert first.period_kek_id(PERIOD, create=False) is None
+            made = first.period_kek_id(PERIOD)
+            assert first.period_kek_id(PERIOD) == made
+        finally:
+            first.close()  # type: ignore[attr-defined]
+        second = build_key_provider(key_settings)
+        try:
+            assert second.period_kek_id(PERIOD, create=False) == made
+        finally:
+            second.close()  # type: ignore[attr-defined]
+
+    def test_seal_moved_onto_another_key_id_is_refused(self, key_provider: KeyProvider) -> None:
+        kek_id = key_provider.period_kek_id(PERIOD)
+        _key, sealed = _sealed_key(key_provider, kek_id)
+        with pytest.raises(KeyProviderError):
+            key_provider.unseal(kek_id, DataKey.generate().key_id, sealed)
+
+    def test_tampered_seal_is_refused(self, key_provider: KeyProvider) -> None:
+        kek_id = key_provider.period_kek_id(PERIOD)
+        key, sealed = _sealed_key(key_provider, kek_id)
+        with pytest.raises(KeyProviderError):
+            key_provider.unseal(kek_id, key.key_id, _tampered(sealed))
+
+    def test_seals_of_another_period_do_not_open(self, key_provider: KeyProvider) -> None:
+        november = key_provider.period_kek_id(PERIOD)
+        december = key_provider.period_kek_id("2026-12")
+        key, sealed = _sealed_key(key_provider, november)
+        with pytest.raises(KeyProviderError):
+            key_provider.unseal(december, key.key_id, sealed)
+
+    def test_rotation_makes_a_new_current_generation(self, key_provider: KeyProvider) -> None:
+        old = key_provider.period_kek_id(PERIOD)
+        new = key_provider.rotate_period(PERIOD)
+        assert new != old
+        assert key_provider.period_kek_id(PERIOD) == new
+        key, sealed = _sealed_key(key_provider, old)
+        assert key_provider.unseal(old, key.key_id, sealed)
+
+    def test_retired_generations_are_destroyed_and_the_kept_one_survives(
+        self, key_provider: KeyProvider
+    ) -> None:
+        old = key_provider.period_kek_id(PERIOD)
+        key, sealed_old = _sealed_key(key_provider, old)
+        new = key_provider.rotate_period(PERIOD)
+        sealed_new = key_provider.seal(new, key.key_id, key_provider.wrap(key).blob)
+        key_provider.retire_period(PERIOD, keep=new)
+        key_provider.retire_period(PERIOD, keep=new)
+        with pytest.raises(KeyDestroyedError):
+            key_provider.unseal(old, key.key_id, sealed_old)
+        wrapped = key_provider.unseal(new, key.key_id, sealed_new)
+        unwrapped = key_provider.unwrap(replace(key_provider.wrap(key), blob=wrapped))
+        assert _material(unwrapped) == _material(key)
+
+    def test_retiring_a_whole_period_destroys_every_generation(
+        self, key_provider: KeyProvider
+    ) -> None:
+        kek_id = key_provider.period_kek_id(PERIOD)
+        key, sealed = _sealed_key(key_provider, kek_id)
+        other = key_provider.period_kek_id("2026-12")
+        kept, kept_sealed = _sealed_key(key_provider, other)
+        key_provider.retire_period(PERIOD, keep=None)
+        key_provider.retire_period(PERIOD, keep=None)
+        with pytest.raises(KeyDestroyedError):
+            key_provider.unseal(kek_id, key.key_id, sealed)
+        assert key_provider.period_kek_id(PERIOD, create=False) is None
+        assert key_provider.unseal(other, kept.key_id, kept_sealed)
+
+    def test_malformed_period_names_are_refused(self, key_provider: KeyProvider) -> None:
+        for period in ("2026-13", "26-11", "2026/11", "../x"):
+            with pytest.raises(ValueError):
+                key_provider.period_kek_id(period)
+
+    def test_main_kek_id_is_not_a_period_key(self, key_provider: KeyProvider) -> None:
+        key = DataKey.generate()
+        with pytest.raises(KeyProviderError):
+            key_provider.seal(key_provider.current_kek_id(), key.key_id, b"x" * 61)

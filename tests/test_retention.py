@@ -17,22 +17,26 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select, text
 
-from crypto.errors import KeyDestroyedError
+from crypto.errors import KeyDestroyedError, KeyProviderError
+from crypto.keys import DataKey, _material
 from deidentify.pipeline import StudyDeidentifier
 from deidentify.tasks import create_celery_app
 from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series
 from tests.services.vault_env import CaseContext, make_case
 from vault.catalog.deid import PseudonymisedInstance, PseudonymisedStudy
+from vault.catalog.key_periods import KeyPeriod, PendingDeletion, PeriodMember
 from vault.catalog.models import DataKeyRecord, Instance, Organisation, Study
 from vault.catalog.retention import Tombstone
 from vault.clock import FrozenClock
 from vault.core import Vault
-from vault.errors import InvalidInput, NotFound
+from vault.errors import InvalidInput, NotFound, StorageUnavailable, UnderLegalHold
 from vault.holds import lift_hold, list_holds, place_hold
+from vault.key_envelopes import read_envelope
+from vault.key_periods import Sealer, sealed_under
 from vault.objects import StoredObject, open_decrypted
 from vault.reader import open_instance
-from vault.retention import expire_studies
-from vault.retention_jobs import EXPIRE_TASK, PURGE_TASK
+from vault.retention import erase_study, expire_studies
+from vault.retention_jobs import BACKUP_ROTATION_TASK, EXPIRE_TASK, PURGE_TASK
 
 PATIENT = SyntheticPatient()
 CLI = Path(sys.executable).with_name("dicom-vault")
@@ -299,7 +303,8 @@ class TestDailyJobs:
     def test_both_jobs_are_on_the_daily_beat_schedule(self, embedded_vault: Vault) -> None:
         app = create_celery_app(embedded_vault.settings, vault=embedded_vault)
         schedule = app.conf.beat_schedule
-        assert {entry["task"] for entry in schedule.values()} == {EXPIRE_TASK, PURGE_TASK}
+        tasks = {entry["task"] for entry in schedule.values()}
+        assert tasks == {EXPIRE_TASK, PURGE_TASK, BACKUP_ROTATION_TASK}
         hour = embedded_vault.settings.retention.daily_run_hour_utc
         assert all(entry["schedule"].hour == {hour} for entry in schedule.values())
 
@@ -334,3 +339,220 @@ class TestCommandLine:
         assert run_cli(data, "audit", "checkpoint").stdout.startswith("checkpoint at record ")
         assert run_cli(data, "audit", "purge").stdout.strip() == "purged 0 access-log records"
         assert run_cli(data, "audit", "verify").stdout.strip() == "access log intact"
+
+
+def period_row(vault: Vault, study_id: str) -> KeyPeriod:
+    with vault.catalog.session() as session:
+        key_id = session.get(Study, study_id).data_key_id
+        member = session.get(PeriodMember, key_id)
+        return session.get(KeyPeriod, member.period)
+
+
+def wrapped_copy(vault: Vault, study_id: str) -> tuple[str, str, bytes]:
+    """What a backup taken now would hold for the study's data key."""
+    with vault.catalog.session() as session:
+        record = session.get(DataKeyRecord, session.get(Study, study_id).data_key_id)
+        return record.id, str(record.kek_id), bytes(record.wrapped)
+
+
+def opens(vault: Vault, copy: tuple[str, str, bytes]) -> bool:
+    """Whether a wrapped copy still opens (raises KeyDestroyedError when it no longer can)."""
+    return bool(Sealer(vault.keyring.provider, None).unwrap(*copy).key_id)
+
+
+class TestErasure:
+    def test_erased_study_is_unreadable_and_leaves_an_erased_tombstone(
+        self, case: CaseContext
+    ) -> None:
+        vault = case.vault
+        study_id = ingest_study(case, seed=31)
+        StudyDeidentifier(vault).run(study_id)
+        other = ingest_study(case, seed=32)
+        copies = pseudonymised_rows(vault, study_id)
+        with vault.catalog.session() as session:
+            key_ids = {session.get(Study, study_id).data_key_id, *(c.key_id for c in copies)}
+        objects_before = set(vault.store.iter_keys())
+        with vault.catalog.session() as session:
+            originals = set(
+                session.scalars(select(Instance.object_key).where(Instance.study_id == study_id))
+            )
+        erased_objects = originals | {c.object_key for c in copies}
+        assert len(erased_objects) == 4
+
+        tombstone = erase_study(vault, study_id, actor="user:dpo")
+
+        assert (tombstone.study_id, tombstone.reason) == (study_id, "erased")
+        for row in copies:
+            stored = StoredObject(row.object_key, row.key_id, row.sha256, row.size)
+            with pytest.raises(KeyDestroyedError):
+                open_decrypted(vault.store, vault.keyring.data_key(row.key_id), stored)
+        assert set(vault.store.iter_keys()) == objects_before - erased_objects
+        envelopes = vault.keyring.envelopes
+        assert envelopes is not None and not key_ids & set(envelopes.iter_keys())
+        assert all(readable(vault, i) for i in instance_ids(vault, other))
+        erase = [e for e in vault.audit.events() if e.action == "study.erase"]
+        assert [(e.actor, e.object_id) for e in erase] == [("user:dpo", study_id)]
+
+    def test_a_held_study_is_refused_and_left_as_it_was(self, embedded_case: CaseContext) -> None:
+        vault = embedded_case.vault
+        study_id = ingest_study(embedded_case)
+        place_hold(vault, reason_code="LIT-8", placed_by="cli", case_id=embedded_case.case_id)
+        with pytest.raises(UnderLegalHold):
+            erase_study(vault, study_id, actor="user:dpo")
+        assert all(readable(vault, i) for i in instance_ids(vault, study_id))
+        assert "study.erase" not in actions(vault)
+
+    def test_unknown_study_and_malformed_reason_are_refused(
+        self, embedded_case: CaseContext
+    ) -> None:
+        vault = embedded_case.vault
+        study_id = ingest_study(embedded_case)
+        with pytest.raises(NotFound):
+            erase_study(vault, "0" * 32, actor="cli")
+        with pytest.raises(InvalidInput):
+            erase_study(vault, study_id, actor="cli", reason="not a code")
+        erase_study(vault, study_id, actor="cli", reason="ART17-2026-3")
+        with pytest.raises(NotFound):
+            erase_study(vault, study_id, actor="cli")
+
+
+class TestKeyPeriods:
+    def test_erasure_replaces_the_period_generation_so_old_copies_no_longer_open(
+        self, case: CaseContext
+    ) -> None:
+        vault = case.vault
+        erased = ingest_study(case, seed=41)
+        survivor = ingest_study(case, seed=42)
+        generation = period_row(vault, survivor).kek_id
+        erased_copy, survivor_copy = wrapped_copy(vault, erased), wrapped_copy(vault, survivor)
+        assert opens(vault, erased_copy) and opens(vault, survivor_copy)
+
+        erase_study(vault, erased, actor="cli")
+
+        row = period_row(vault, survivor)
+        assert row.kek_id != generation and not row.needs_rotation and not row.retire_pending
+        for copy in (erased_copy, survivor_copy):
+            with pytest.raises(KeyDestroyedError):
+                opens(vault, copy)
+        assert opens(vault, wrapped_copy(vault, survivor))
+        assert all(readable(vault, i) for i in instance_ids(vault, survivor))
+        envelope = read_envelope(vault.keyring.envelopes, survivor_copy[0])
+        assert (envelope.kek_id, envelope.wrapped) == wrapped_copy(vault, survivor)[1:]
+
+    def test_a_past_period_with_no_key_left_is_destroyed_whole(
+        self, embedded_case: CaseContext
+    ) -> None:
+        vault = embedded_case.vault
+        study_id = ingest_study(embedded_case)
+        period = period_row(vault, study_id).period
+        advance(vault, timedelta(days=40))
+        erase_study(vault, study_id, actor="cli")
+        with vault.catalog.session() as session:
+            row = session.get(KeyPeriod, period)
+        assert row.kek_id is None and row.destroyed_at is not None
+        assert vault.keyring.provider.period_kek_id(period, create=False) is None
+
+    def test_a_held_key_keeps_its_period_alive_until_released(self, case: CaseContext) -> None:
+        vault = case.vault
+        held = ingest_study(case, seed=43)
+        other = ingest_study(case, seed=44)
+        hold = place_hold(vault, reason_code="LIT-9", placed_by="cli", study_id=held)
+        period = period_row(vault, held).period
+        advance(vault, retention_of(vault, held))
+        assert expire_studies(vault) == [other]
+        assert period_row(vault, held).kek_id is not None
+        assert all(readable(vault, i) for i in instance_ids(vault, held))
+        lift_hold(vault, hold.id, lifted_by="cli")
+        assert expire_studies(vault) == [held]
+        assert vault.keyring.provider.period_kek_id(period, create=False) is None
+
+    def test_a_key_joining_while_its_period_rotates_is_sealed_anew(
+        self, embedded_case: CaseContext
+    ) -> None:
+        vault = embedded_case.vault
+        erased = ingest_study(embedded_case, seed=45)
+        pending = vault.keyring.generate()
+        erase_study(vault, erased, actor="cli")
+        with vault.catalog.session() as session:
+            vault.keyring.persist(session, pending)
+        with vault.catalog.session() as session:
+            record = session.get(DataKeyRecord, pending.key.key_id)
+            assert sealed_under(record.wrapped) == session.get(KeyPeriod, pending.period).kek_id
+            assert record.wrapped != pending.wrapped.blob
+            stored = (record.id, str(record.kek_id), bytes(record.wrapped))
+        with pytest.raises(KeyDestroyedError):
+            opens(vault, (pending.key.key_id, pending.wrapped.kek_id, pending.wrapped.blob))
+        unwrapped = Sealer(vault.keyring.provider, None).unwrap(*stored)
+        assert _material(unwrapped) == _material(pending.key)
+
+    def test_keys_from_before_period_keys_still_open_and_join_a_period_on_rewrap(
+        self, embedded_vault: Vault
+    ) -> None:
+        vault = embedded_vault
+        key = DataKey.generate()
+        wrapped = vault.keyring.provider.wrap(key)
+        with vault.catalog.session() as session:
+            session.add(
+                DataKeyRecord(
+                    id=key.key_id,
+                    kek_id=wrapped.kek_id,
+                    wrapped=wrapped.blob,
+                    created_at=vault.clock.now(),
+                )
+            )
+        assert vault.keyring.data_key(key.key_id).key_id == key.key_id
+        report = vault.keyring.rewrap_all()
+        assert report.rewrapped == 1
+        with vault.catalog.session() as session:
+            record = session.get(DataKeyRecord, key.key_id)
+            assert sealed_under(record.wrapped) is not None
+            assert session.get(PeriodMember, key.key_id) is not None
+            stored = (record.id, str(record.kek_id), bytes(record.wrapped))
+        unwrapped = Sealer(vault.keyring.provider, None).unwrap(*stored)
+        assert _material(unwrapped) == _material(key)
+
+
+class TestInterruptedShredding:
+    def test_the_daily_run_seals_what_an_interrupted_erasure_left(
+        self, embedded_case: CaseContext, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        vault = embedded_case.vault
+        erased = ingest_study(embedded_case, seed=51)
+        ingest_study(embedded_case, seed=52)
+        copy = wrapped_copy(vault, erased)
+
+        def provider_down() -> None:
+            raise KeyProviderError("the key provider is unreachable (fault injected)")
+
+        monkeypatch.setattr(vault.keyring, "seal_periods", provider_down)
+        erase_study(vault, erased, actor="cli")
+        assert period_row_by_key(vault, copy[0]).needs_rotation
+        assert opens(vault, copy)
+        monkeypatch.undo()
+        expire_studies(vault)
+        with pytest.raises(KeyDestroyedError):
+            opens(vault, copy)
+
+    def test_objects_the_store_could_not_delete_are_deleted_by_the_daily_run(
+        self, embedded_case: CaseContext, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        vault = embedded_case.vault
+        erased = ingest_study(embedded_case, seed=53)
+        objects = set(vault.store.iter_keys())
+
+        def store_down(key: str) -> None:
+            raise StorageUnavailable("the object store is unreachable (fault injected)")
+
+        monkeypatch.setattr(vault.store, "delete", store_down)
+        erase_study(vault, erased, actor="cli")
+        assert set(vault.store.iter_keys()) == objects
+        monkeypatch.undo()
+        expire_studies(vault)
+        assert set(vault.store.iter_keys()) == set()
+        with vault.catalog.session() as session:
+            assert session.scalars(select(PendingDeletion)).all() == []
+
+
+def period_row_by_key(vault: Vault, key_id: str) -> KeyPeriod:
+    with vault.catalog.session() as session:
+        return session.get(KeyPeriod, session.get(PeriodMember, key_id).period)

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.orm import Session
 
 from vault.catalog.db import Catalog
@@ -41,23 +41,32 @@ class AuditRecord:
     detail: Mapping[str, DetailValue] = field(default_factory=dict)
 
 
-def _canonical(event: AuditEvent) -> bytes:
-    body = {
-        "seq": event.seq,
-        "at": event.at.isoformat(),
-        "actor": event.actor,
-        "action": event.action,
-        "object_type": event.object_type,
-        "object_id": event.object_id,
-        "outcome": event.outcome,
-        "remote": event.remote,
-        "detail": event.detail,
-    }
+_HASHED = (
+    "seq",
+    "at",
+    "actor",
+    "action",
+    "object_type",
+    "object_id",
+    "outcome",
+    "remote",
+    "detail",
+)
+
+
+def _canonical(values: Mapping[str, object]) -> bytes:
+    body = {name: values[name] for name in _HASHED}
+    body["at"] = values["at"].isoformat()  # type: ignore[attr-defined]
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _hash(prev_hash: str, values: Mapping[str, object]) -> str:
+    return hashlib.sha256(prev_hash.encode() + _canonical(values)).hexdigest()
+
+
 def chain_hash(prev_hash: str, event: AuditEvent) -> str:
-    return hashlib.sha256(prev_hash.encode() + _canonical(event)).hexdigest()
+    """The hash ``event`` must carry when it follows a record hashed ``prev_hash``."""
+    return _hash(prev_hash, {name: getattr(event, name) for name in _HASHED})
 
 
 @dataclass(frozen=True)
@@ -80,8 +89,17 @@ def lock_chain(session: Session) -> None:
     PostgreSQL takes an advisory lock; SQLite sessions already hold the write
     lock from ``BEGIN IMMEDIATE``.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+    _lock_chain(session.connection())
+
+
+def _lock_chain(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(_PG_LOCK, {"k": _PG_AUDIT_LOCK})
+
+
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_CHAIN_HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+_INSERT = insert(AuditEvent.__table__)  # type: ignore[arg-type]
 
 
 class AuditLog:
@@ -94,32 +112,35 @@ class AuditLog:
     def record(self, record: AuditRecord, *, session: Session | None = None) -> None:
         """Append ``record``, inside ``session``'s transaction if one is given."""
         if session is not None:
-            self._append(session, record)
+            self.append(session.connection(), record)
             return
         with self._catalog.session() as own:
-            self._append(own, record)
+            self.append(own.connection(), record)
 
-    def _append(self, session: Session, record: AuditRecord) -> None:
-        lock_chain(session)
-        last = session.execute(
-            select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-        ).first()
+    def append(self, connection: Connection, record: AuditRecord) -> None:
+        """Append ``record`` inside ``connection``'s open transaction.
+
+        Core statements only (no ORM unit of work): the chain head is read
+        and the new record inserted under the chain lock, so the record
+        commits or rolls back with the caller's other writes.
+        """
+        _lock_chain(connection)
+        last = connection.execute(_CHAIN_HEAD).first()
         seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        event = AuditEvent(
-            seq=seq,
-            at=self._clock.now(),
-            actor=record.actor,
-            action=record.action,
-            outcome=record.outcome,
-            object_type=record.object_type,
-            object_id=record.object_id,
-            remote=record.remote,
-            detail=json.dumps(dict(record.detail), sort_keys=True, separators=(",", ":")),
-            prev_hash=prev,
-        )
-        event.hash = chain_hash(prev, event)
-        session.add(event)
-        session.flush()
+        values: dict[str, object] = {
+            "seq": seq,
+            "at": self._clock.now(),
+            "actor": record.actor,
+            "action": record.action,
+            "outcome": record.outcome,
+            "object_type": record.object_type,
+            "object_id": record.object_id,
+            "remote": record.remote,
+            "detail": json.dumps(dict(record.detail), sort_keys=True, separators=(",", ":")),
+            "prev_hash": prev,
+        }
+        values["hash"] = _hash(prev, values)
+        connection.execute(_INSERT, values)
 
     def events(self, *, since_seq: int = 0) -> Iterator[AuditEvent]:
         """Records in chain order, streamed from the catalog."""

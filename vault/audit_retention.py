@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from crypto.keys import MacKey
 from vault.audit import AuditRecord, ChainBreak, ChainStart, lock_chain
+from vault.audit_verify import verify_chain
 from vault.catalog.models import AuditEvent
 from vault.catalog.retention import AuditCheckpoint
 from vault.core import Vault
@@ -159,4 +160,4 @@ def verify_audit(vault: Vault) -> list[ChainBreak]:
         pinned = [_check_checkpoint(session, key, c) for c in checkpoints]
     chain_start = ChainStart(start.seq, start.hash) if start else None
     breaks = [b for b in pinned if b is not None]
-    return breaks + vault.audit.verify(start=chain_start)
+    return breaks + verify_chain(vault.catalog, vault.audit, chain_start)

@@ -7,6 +7,7 @@ records what it did in the access log as actor ``cli``.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,9 +16,13 @@ from sqlalchemy import select
 
 from vault.audit import AuditRecord
 from vault.auth.commands import admin_app
+from vault.backup_commands import backup_app, restore
+from vault.breach_commands import breach_app
 from vault.core import Vault, open_vault
+from vault.dsr_commands import dsr_app
 from vault.errors import VaultError
 from vault.settings import Settings
+from vault.settle import IdleSettler, StudySettledHooks
 
 if TYPE_CHECKING:
     from dicom_ingest.scp import StorageScp
@@ -36,6 +41,10 @@ app.add_typer(pacs_app, name="pacs")
 app.add_typer(retention_app, name="retention")
 app.add_typer(hold_app, name="hold")
 app.add_typer(admin_app, name="admin")
+app.add_typer(backup_app, name="backup")
+app.command("restore")(restore)
+app.add_typer(dsr_app, name="dsr")
+app.add_typer(breach_app, name="breach")
 
 
 def _vault() -> Vault:
@@ -58,40 +67,61 @@ def serve(
     """Run the service (web API, and the DICOM receiver) on the configured deployment."""
     import uvicorn
 
+    from deidentify.tasks import deidentification_hooks
     from vault.api.app import create_app
 
     settings = Settings()
-    receiver = _start_receiver(settings) if scp else None
+    hooks = deidentification_hooks(settings)
+    # The receiver's idle timer also settles uploads left unfinished; without
+    # it, the API process runs one of its own.
+    background = _start_receiver(settings, hooks) if scp else _start_settler(settings, hooks)
+    workers = settings.api.workers
     try:
         uvicorn.run(
-            create_app(settings),
+            create_app(settings, settle_hooks=hooks)
+            if workers == 1
+            else "vault.api.app:create_app_from_environment",
+            factory=workers > 1,
+            workers=workers,
             host=host or settings.api.host,
             port=port or settings.api.port,
             log_level="info",
         )
     finally:
-        if receiver is not None:
-            receiver.stop()
+        background.stop()
 
 
-def _start_receiver(settings: Settings) -> StorageScp:
-    """The C-STORE receiver in background threads of this process."""
+def _start_receiver(settings: Settings, hooks: StudySettledHooks) -> StorageScp:
+    """The C-STORE receiver (and the idle-study timer) in background threads."""
     from dicom_ingest.scp import StorageScp
 
-    receiver = StorageScp(open_vault(settings), settings.scp)
+    receiver = StorageScp(open_vault(settings), settings.scp, hooks=hooks)
     host, port = receiver.start()
     typer.echo(f"DICOM receiver {settings.scp.ae_title} on {host}:{port}")
     return receiver
 
 
+def _start_settler(settings: Settings, hooks: StudySettledHooks) -> IdleSettler:
+    """The idle-study timer alone: uploads never marked complete still settle."""
+    settler = IdleSettler(
+        open_vault(settings),
+        idle=timedelta(seconds=settings.scp.settle_idle_seconds),
+        interval=timedelta(seconds=settings.scp.settle_check_seconds),
+        hooks=hooks,
+    )
+    settler.start()
+    return settler
+
+
 @app.command("scp")
 def scp_command() -> None:
     """Run only the DICOM C-STORE receiver (scp.processes processes) until stopped."""
+    from deidentify.tasks import deidentification_hooks
     from dicom_ingest.scp import run_scp
 
     settings = Settings()
     typer.echo(f"DICOM receiver {settings.scp.ae_title} on {settings.scp.bind}:{settings.scp.port}")
-    run_scp(settings)
+    run_scp(settings, deidentification_hooks(settings))
 
 
 @pacs_app.command("add")
@@ -357,6 +387,56 @@ def audit_checkpoint() -> None:
 
     checkpoint = write_checkpoint(_vault(), actor="cli")
     typer.echo(f"checkpoint at record {checkpoint.seq if checkpoint else 0}")
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[
+        str, typer.Option("--format", help="atna (DICOM Audit Messages) or fhir (R4 NDJSON).")
+    ],
+    out: Annotated[Path, typer.Option(help="File to write, one record per line.")],
+    since: Annotated[str | None, typer.Option(help="ISO date/time, inclusive (UTC).")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO date/time, exclusive (UTC).")] = None,
+) -> None:
+    """Export the access log as IHE ATNA audit messages or FHIR AuditEvents."""
+    from vault.audit_export import export_audit, parse_moment
+
+    try:
+        count = export_audit(
+            _vault(),
+            fmt,  # type: ignore[arg-type]
+            out,
+            since=parse_moment(since) if since else None,
+            until=parse_moment(until) if until else None,
+        )
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"exported {count} access-log records as {fmt}")
+
+
+@audit_app.command("forward")
+def audit_forward(
+    from_seq: Annotated[
+        int | None, typer.Option(help="Forward from after this record (default: new ones).")
+    ] = None,
+) -> None:
+    """Forward the access log to the [audit.syslog] collector (RFC 5424 over TLS) until stopped."""
+    import signal
+    import threading
+
+    from vault.audit_forward import AuditForwarder
+
+    vault = _vault()
+    if not vault.settings.audit.syslog.host:
+        raise _fail(VaultError("audit.syslog.host is not set", reason="syslog-unset"))
+    forwarder = AuditForwarder(vault, start_after=from_seq)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    forwarder.start()
+    stop.wait()
+    stats = forwarder.stop()
+    typer.echo(f"forwarded {stats.sent}, dropped {stats.dropped}")
 
 
 @retention_app.command("run")

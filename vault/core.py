@@ -17,6 +17,7 @@ from vault.catalog.index import INDEX_KEY_PURPOSE, UidIndex
 from vault.clock import Clock, SystemClock
 from vault.keyring import Keyring
 from vault.settings import Settings
+from vault.side_stores import ENVELOPES, side_store
 from vault.store import ObjectStore, build_store
 
 
@@ -45,11 +46,12 @@ def open_vault(
     clock = clock or SystemClock()
     catalog = open_catalog(settings.catalog.url or "", echo=settings.catalog.echo)
     provider = provider or build_key_provider(settings.keys)
+    store = store or build_store(settings.store)
     return Vault(
         settings=settings,
         catalog=catalog,
-        store=store or build_store(settings.store),
-        keyring=Keyring(catalog, provider, clock),
+        store=store,
+        keyring=Keyring(catalog, provider, clock, envelopes=side_store(store, ENVELOPES)),
         index=UidIndex(provider.mac_key(INDEX_KEY_PURPOSE)),
         audit=AuditLog(catalog, clock),
         clock=clock,

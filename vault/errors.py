@@ -66,6 +66,13 @@ class TransferSyntaxRefused(PolicyRefused):
     reason = "transfer-syntax"
 
 
+class SopClassMismatch(InvalidInput):
+    """The data set's SOP Class UID is not the one its sender declared for it
+    (the C-STORE's Affected SOP Class, the negotiated abstract syntax)."""
+
+    reason = "sop-class-mismatch"
+
+
 class TooLarge(InvalidInput):
     reason = "too-large"
 
@@ -84,6 +91,85 @@ class NotReady(VaultError):
     """The thing asked for exists but is not finished yet (e.g. a study in progress)."""
 
     reason = "not-ready"
+
+
+class UnderLegalHold(VaultError):
+    """An active legal hold covers the data: it is kept until the hold is lifted."""
+
+    reason = "legal-hold"
+
+
+class CatalogNotEmpty(VaultError):
+    """A restore would overwrite a catalog that holds data (``--force`` to replace it)."""
+
+    reason = "catalog-not-empty"
+
+
+class IdentityNotVerified(VaultError):
+    """A data-subject request whose requester's identity was not verified yet."""
+
+    reason = "identity-not-verified"
+
+
+class RequestNotOpen(VaultError):
+    """The data-subject request or incident is closed, or the action is not one of its kind."""
+
+    reason = "request-not-open"
+
+
+class RangeNotSatisfiable(VaultError):
+    """The byte range asked for lies outside the representation (``size`` bytes long)."""
+
+    reason = "range-not-satisfiable"
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class NotAcceptable(VaultError):
+    """None of the media types (or transfer syntaxes) the client accepts can be served."""
+
+    reason = "not-acceptable"
+
+
+class PreviewUnavailable(VaultError):
+    """A stored image cannot be shown as a thumbnail (no pixels, encoding, size)."""
+
+    reason = "no-preview"
+
+
+# --- resumable uploads (tus) ---------------------------------------------
+
+
+class BadRequest(VaultError):
+    """A request the protocol does not allow: a header missing or malformed."""
+
+    reason = "bad-request"
+
+
+class UnsupportedMediaType(VaultError):
+    """The request body is not of the media type the route takes."""
+
+    reason = "media-type"
+
+
+class OffsetMismatch(VaultError):
+    """A resumable upload's chunk does not start where the received bytes end."""
+
+    reason = "offset-mismatch"
+
+
+class UploadClosed(VaultError):
+    """The upload (or the file) is finished and takes no more bytes."""
+
+    reason = "upload-closed"
+
+
+class ProtocolVersionUnsupported(VaultError):
+    """The client speaks a version of the resumable upload protocol this service does not."""
+
+    reason = "tus-version"
 
 
 # --- access -------------------------------------------------------------
@@ -127,6 +213,7 @@ _STATUS_TABLE: tuple[tuple[type[Exception], int, int], ...] = (
     (SopClassRefused, 415, 0x0122),
     (TransferSyntaxRefused, 415, 0xA900),
     (MissingAttribute, 422, 0xA900),
+    (SopClassMismatch, 422, 0xA900),
     (TooLarge, 413, 0xA700),
     (PolicyRefused, 422, 0x0124),
     (NotDicom, 415, 0xC000),
@@ -136,6 +223,18 @@ _STATUS_TABLE: tuple[tuple[type[Exception], int, int], ...] = (
     (InvalidInput, 422, 0xC000),
     (ConflictingResend, 409, 0xA900),
     (NotReady, 409, 0x0110),
+    (UnderLegalHold, 409, 0x0110),
+    (CatalogNotEmpty, 409, 0x0110),
+    (IdentityNotVerified, 409, 0x0110),
+    (RequestNotOpen, 409, 0x0110),
+    (RangeNotSatisfiable, 416, 0x0110),
+    (NotAcceptable, 406, 0x0110),
+    (PreviewUnavailable, 422, 0x0110),
+    (BadRequest, 400, 0x0110),
+    (UnsupportedMediaType, 415, 0x0110),
+    (OffsetMismatch, 409, 0x0110),
+    (UploadClosed, 409, 0x0110),
+    (ProtocolVersionUnsupported, 412, 0x0110),
     (NotFound, 404, 0x0110),
     (NotAuthenticated, 401, 0x0124),
     (PermissionDenied, 403, 0x0124),

@@ -51,6 +51,9 @@ class S3StoreSettings(BaseModel):
     retries: int = Field(default=3, ge=0)
     # Object Lock can only be switched on when the bucket is created.
     object_lock: bool = False
+    # With Object Lock: GOVERNANCE retention of each data object, from when it
+    # is written (the default organisation retention, 5 years and a day).
+    object_lock_days: int = Field(default=5 * 365 + 1, gt=0)
 
 
 class StoreSettings(BaseModel):
@@ -177,11 +180,63 @@ class RetentionSettings(BaseModel):
     audit_retention_days: int = Field(default=365, gt=0)
     # When the daily retention and purge jobs run (Celery beat, UTC).
     daily_run_hour_utc: int = Field(default=2, ge=0, le=23)
+    # Catalog backups older than this are deleted (a 6-month rotation; see vault.backup).
+    backup_retention_days: int = Field(default=183, gt=0)
+
+
+class AuditSyslogSettings(BaseModel):
+    """Live forwarding of the access log to a syslog collector (IHE ATNA: RFC 5424
+    messages over TLS, RFC 5425 framing). Off while ``host`` is empty."""
+
+    host: str = ""
+    port: int = Field(default=6514, ge=1, le=65535)
+    # CA bundle that verifies the collector's certificate (system CAs if unset).
+    ca_file: Path | None = None
+    # Client certificate and key (PEM) when the collector asks for mutual TLS.
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    # Bounded queue between the log and the sender: past it, records are
+    # dropped (counted, and recorded as audit.forward-drop), never waited for.
+    queue_size: int = Field(default=10_000, gt=0)
+    poll_seconds: float = Field(default=0.5, gt=0)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    app_name: str = "dicom-vault"
+
+
+class AuditSettings(BaseModel):
+    """How access-log exports name their source (ATNA AuditSourceIdentification)."""
+
+    # AuditSourceID; ``dicom-vault@<host name>`` when unset.
+    source_id: str | None = None
+    # AuditEnterpriseSiteID, e.g. the hosting site.
+    site_id: str | None = None
+    syslog: AuditSyslogSettings = AuditSyslogSettings()
+
+
+class UploadSettings(BaseModel):
+    """The clinicians' browser upload (see dicom_ingest.upload_page, dicom_ingest.summary)."""
+
+    # Slices thicker (or further apart) than this are warned about in the summary.
+    max_slice_thickness_mm: float = Field(default=1.25, gt=0)
+    # The upload page sends larger files in PATCH requests of this size.
+    browser_chunk_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    # Files the upload page sends at the same time.
+    browser_parallel_files: int = Field(default=4, ge=1, le=16)
+    # Server side (dicom_ingest.uploads): a request body of up to this many
+    # bytes that completes a file goes straight into the pipeline; larger ones
+    # are held encrypted in blocks first, so an interruption loses one block.
+    direct_max_bytes: int = Field(default=64 * 1024**2, ge=0)
+    # Held parts are encrypted objects of at most this many bytes.
+    block_bytes: int = Field(default=8 * 1024**2, ge=64 * 1024)
+    # Open uploads with no activity for this long are swept (daily job).
+    abandon_after_hours: float = Field(default=72.0, gt=0)
 
 
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
+    # Web API worker processes (uvicorn); 1 serves from the ``serve`` process itself.
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class AuthSettings(BaseModel):
@@ -260,6 +315,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     scp: ScpSettings = ScpSettings()
     retention: RetentionSettings = RetentionSettings()
+    audit: AuditSettings = AuditSettings()
+    uploads: UploadSettings = UploadSettings()
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:

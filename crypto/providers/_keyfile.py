@@ -3,16 +3,21 @@
 The file is JSON, mode 0600 in a directory the process owns::
 
     {
-      "format": "dicom-vault-local-keys/1",
+      "format": "dicom-vault-local-keys/2",
       "current": 2,
       "keks": {"1": "<base64 of 32 bytes>", "2": "<base64 of 32 bytes>"},
-      "mac_root": "<base64 of 32 bytes>"
+      "mac_root": "<base64 of 32 bytes>",
+      "periods": {"2026-11": {"current": 3, "keys": {"3": "<base64 of 32 bytes>"}}}
     }
 
 ``keks`` holds every KEK version not yet destroyed; ``current`` is the highest
 version ever created and is the one new wraps use. A version below
 ``current`` that is missing from ``keks`` was destroyed. ``mac_root`` is the
 root from which per-purpose MAC keys are derived; it is never a KEK.
+``periods`` holds the period keys (``docs/KEYS.md``) the same way, one entry
+per month: its highest generation ever made and the generations not yet
+destroyed (none, once the whole period was destroyed). Format ``/1`` files
+(no ``periods``) are read as having none, and rewritten as ``/2``.
 
 Writers hold an advisory lock on ``<file>.lock`` and replace the file
 atomically (temporary file 0600 in the same directory, fsync, rename, fsync
@@ -35,11 +40,20 @@ from pathlib import Path
 
 from crypto.errors import KeyProviderError
 
-FORMAT = "dicom-vault-local-keys/1"
+FORMAT = "dicom-vault-local-keys/2"
+_READABLE_FORMATS = frozenset({"dicom-vault-local-keys/1", FORMAT})
 KEY_BYTES = 32
 _MAX_FILE_BYTES = 1024 * 1024
 _GROUP_OR_OTHER = 0o077
 _GROUP_OR_OTHER_WRITE = 0o022
+
+
+@dataclass(frozen=True)
+class PeriodKeys:
+    """One period key: its highest generation ever made, and those not destroyed."""
+
+    current: int
+    keys: dict[int, bytes] = field(repr=False)
 
 
 @dataclass
@@ -49,6 +63,7 @@ class KeyFile:
     current: int
     keks: dict[int, bytes] = field(repr=False)
     mac_root: bytes = field(repr=False)
+    periods: dict[str, PeriodKeys] = field(default_factory=dict, repr=False)
 
     @classmethod
     def fresh(cls) -> KeyFile:
@@ -63,12 +78,37 @@ class KeyFile:
         """A copy with one more KEK version, made current."""
         version = self.current + 1
         keks = {**self.keks, version: secrets.token_bytes(KEY_BYTES)}
-        return KeyFile(current=version, keks=keks, mac_root=self.mac_root)
+        return KeyFile(current=version, keks=keks, mac_root=self.mac_root, periods=self.periods)
 
     def without_version(self, version: int) -> KeyFile:
         """A copy with KEK ``version`` removed."""
         keks = {v: k for v, k in self.keks.items() if v != version}
-        return KeyFile(current=self.current, keks=keks, mac_root=self.mac_root)
+        return KeyFile(
+            current=self.current, keks=keks, mac_root=self.mac_root, periods=self.periods
+        )
+
+    def with_period_generation(self, period: str) -> KeyFile:
+        """A copy with the next generation of period key ``period``, made current."""
+        before = self.periods.get(period, PeriodKeys(0, {}))
+        generation = before.current + 1
+        keys = {**before.keys, generation: secrets.token_bytes(KEY_BYTES)}
+        return self._with_period(period, PeriodKeys(generation, keys))
+
+    def retiring_period(self, period: str, keep: int | None) -> KeyFile:
+        """A copy where period ``period`` keeps generation ``keep`` only (none if None)."""
+        before = self.periods.get(period)
+        if before is None:
+            return self
+        keys = {g: k for g, k in before.keys.items() if g == keep}
+        return self._with_period(period, PeriodKeys(before.current, keys))
+
+    def _with_period(self, period: str, keys: PeriodKeys) -> KeyFile:
+        return KeyFile(
+            current=self.current,
+            keks=self.keks,
+            mac_root=self.mac_root,
+            periods={**self.periods, period: keys},
+        )
 
 
 def read_key_file(path: Path) -> tuple[KeyFile, tuple[int, int, int]]:
@@ -166,6 +206,13 @@ def _encode(content: KeyFile) -> bytes:
         "current": content.current,
         "keks": {str(v): _b64(k) for v, k in sorted(content.keks.items())},
         "mac_root": _b64(content.mac_root),
+        "periods": {
+            period: {
+                "current": keys.current,
+                "keys": {str(g): _b64(k) for g, k in sorted(keys.keys.items())},
+            }
+            for period, keys in sorted(content.periods.items())
+        },
     }
     return json.dumps(document, indent=2).encode() + b"\n"
 
@@ -173,16 +220,28 @@ def _encode(content: KeyFile) -> bytes:
 def _decode(raw: bytes) -> KeyFile:
     try:
         document = json.loads(raw)
-        if document["format"] != FORMAT:
+        if document["format"] not in _READABLE_FORMATS:
             raise KeyProviderError("the local key file has an unknown format")
         current = _positive_int(document["current"])
         keks = {_positive_int(int(v)): _key(k) for v, k in document["keks"].items()}
         mac_root = _key(document["mac_root"])
+        periods = {
+            str(period): _period_keys(entry)
+            for period, entry in document.get("periods", {}).items()
+        }
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
         raise KeyProviderError("the local key file is malformed") from exc
     if current not in keks or max(keks) != current:
         raise KeyProviderError("the local key file has no usable current KEK")
-    return KeyFile(current=current, keks=keks, mac_root=mac_root)
+    return KeyFile(current=current, keks=keks, mac_root=mac_root, periods=periods)
+
+
+def _period_keys(entry: dict[str, object]) -> PeriodKeys:
+    current = _positive_int(entry["current"])
+    keys = {_positive_int(int(g)): _key(k) for g, k in entry["keys"].items()}  # type: ignore[attr-defined]
+    if any(generation > current for generation in keys):
+        raise ValueError("a period generation above the current one")
+    return PeriodKeys(current=current, keys=keys)
 
 
 def _positive_int(value: object) -> int:

@@ -9,6 +9,8 @@ random 96-bit nonce and associated data binding the DEK ``key_id`` and the
 MAC keys are derived per purpose with HKDF-SHA256 from a dedicated MAC root
 in the same file, never from a KEK, so rotating KEKs never changes a MAC.
 
+Period keys (``docs/KEYS.md``) are kept in the same file: :mod:`._local_periods`.
+
 Crypto-shredding with this provider is only as good as the key file's
 handling: keep it out of the data backups, or back it up under its own
 rotation, or a destroyed KEK survives in an old copy.
@@ -39,6 +41,7 @@ from crypto.providers._binding import (
     parse_version,
     unpack_blob,
 )
+from crypto.providers._local_periods import LocalPeriodKeys
 from vault.settings import LocalKeySettings
 
 logger = logging.getLogger(__name__)
@@ -69,7 +72,7 @@ class LocalMacKey:
         raise TypeError("a MAC key cannot be pickled; ask the provider for it by purpose")
 
 
-class LocalKeyProvider:
+class LocalKeyProvider(LocalPeriodKeys):
     """Key provider backed by a key file on the local disk.
 
     Parameters

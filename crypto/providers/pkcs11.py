@@ -16,6 +16,9 @@ to about 2**32 wraps; rotate long before.
 MAC keys are 256-bit generic-secret keys in the token, one per purpose
 (``<prefix>-mac-<purpose>``), used with ``CKM_SHA256_HMAC``.
 
+Period keys (``docs/KEYS.md``) are AES-256 keys in the token like the KEKs:
+:mod:`._pkcs11_periods`.
+
 The provider keeps one session. All PKCS#11 calls of the process are
 serialised by one lock, because python-pkcs11 initialises the module without
 OS locking. PKCS#11 login is shared by all sessions of a process, so one
@@ -48,6 +51,7 @@ from crypto.providers._binding import (
     parse_version,
     unpack_blob,
 )
+from crypto.providers._pkcs11_periods import Pkcs11PeriodKeys, period_id_pattern
 from vault.settings import Pkcs11KeySettings
 
 logger = logging.getLogger(__name__)
@@ -74,7 +78,7 @@ class Pkcs11MacKey:
         raise TypeError("a MAC key cannot be pickled; ask the provider for it by purpose")
 
 
-class Pkcs11KeyProvider:
+class Pkcs11KeyProvider(Pkcs11PeriodKeys):
     """Key provider whose KEKs never leave a PKCS#11 token.
 
     Parameters
@@ -97,6 +101,7 @@ class Pkcs11KeyProvider:
         self._kek_id_pattern = re.compile(
             "pkcs11:" + re.escape(self._prefix) + r"-v(?P<version>[1-9][0-9]{0,8})"
         )
+        self._period_id_pattern = period_id_pattern(self._prefix)
         self._session: pkcs11.Session | None = None
         self._pid = -1
         self._mac_handles: dict[str, pkcs11.SecretKey] = {}

@@ -16,6 +16,9 @@ MAC keys are separate Transit ``hmac`` keys, one per purpose
 SHA-256 at the key version current when the handle is made.
 
 ``destroy_kek`` trims versions, which Transit can only do oldest first.
+
+Period keys (``docs/KEYS.md``) are Transit keys of their own, one per month:
+:mod:`._transit_periods`.
 """
 
 from __future__ import annotations
@@ -34,12 +37,17 @@ import requests
 from crypto.errors import KeyDestroyedError, KeyProviderError
 from crypto.keys import DataKey, WrappedKey, _from_material, _material
 from crypto.providers._binding import associated_data, check_purpose, parse_version
+from crypto.providers._transit_periods import TransitPeriodKeys
+from crypto.providers._transit_wire import (
+    b64,
+    checked_ciphertext,
+    ciphertext_version,
+    refuse_ignored_parameters,
+    rotated_version,
+)
 from vault.settings import TransitKeySettings
 
 logger = logging.getLogger(__name__)
-
-_CIPHERTEXT = re.compile(r"vault:v(?P<version>[1-9][0-9]{0,8}):[A-Za-z0-9+/=]+")
-_MAX_BLOB_BYTES = 1024
 
 
 class TransitMacKey:
@@ -64,7 +72,7 @@ class TransitMacKey:
         raise TypeError("a MAC key cannot be pickled; ask the provider for it by purpose")
 
 
-class TransitKeyProvider:
+class TransitKeyProvider(TransitPeriodKeys):
     """Key provider backed by a Transit secrets engine.
 
     Parameters
@@ -87,6 +95,11 @@ class TransitKeyProvider:
         self._url = settings.url
         self._kek_id_pattern = re.compile(
             "transit:" + re.escape(self._key) + r":v(?P<version>[1-9][0-9]{0,8})"
+        )
+        self._period_id_pattern = re.compile(
+            "transit:"
+            + re.escape(self._key)
+            + r"-period-(?P<period>[0-9]{4}-[0-9]{2}):v(?P<version>[1-9][0-9]{0,8})"
         )
         self._client = hvac.Client(
             url=settings.url,
@@ -116,13 +129,13 @@ class TransitKeyProvider:
         with self._calls():
             response = self._client.secrets.transit.encrypt_data(
                 self._key,
-                plaintext=_b64(_material(key)),
-                associated_data=_b64(self._aad(key.key_id)),
+                plaintext=b64(_material(key)),
+                associated_data=b64(self._aad(key.key_id)),
                 mount_point=self._mount,
             )
-        _refuse_ignored_parameters(response)
+        refuse_ignored_parameters(response)
         ciphertext = str(response["data"]["ciphertext"])
-        version = _ciphertext_version(ciphertext)
+        version = ciphertext_version(ciphertext)
         return WrappedKey(
             key_id=key.key_id, kek_id=self._kek_id(version), blob=ciphertext.encode("ascii")
         )
@@ -139,15 +152,15 @@ class TransitKeyProvider:
             ciphertext (tampered, moved onto another key id, or disabled).
         """
         version = parse_version(wrapped.kek_id, self._kek_id_pattern, self.name)
-        ciphertext = _ciphertext(wrapped.blob)
-        if _ciphertext_version(ciphertext) != version:
+        ciphertext = checked_ciphertext(wrapped.blob)
+        if ciphertext_version(ciphertext) != version:
             raise KeyProviderError("the KEK id does not match the wrapped key")
         with self._calls():
             try:
                 response = self._client.secrets.transit.decrypt_data(
                     self._key,
                     ciphertext=ciphertext,
-                    associated_data=_b64(self._aad(wrapped.key_id)),
+                    associated_data=b64(self._aad(wrapped.key_id)),
                     mount_point=self._mount,
                 )
             except hvac.exceptions.InvalidRequest as exc:
@@ -173,7 +186,7 @@ class TransitKeyProvider:
         """
         with self._calls():
             response = self._client.secrets.transit.rotate_key(self._key, mount_point=self._mount)
-        kek_id = self._kek_id(_rotated_version(response)) if response else self.current_kek_id()
+        kek_id = self._kek_id(rotated_version(response)) if response else self.current_kek_id()
         logger.info("transit key provider rotated to %s", kek_id)
         return kek_id
 
@@ -216,7 +229,7 @@ class TransitKeyProvider:
         with self._calls():
             response = self._client.secrets.transit.generate_hmac(
                 key_name,
-                hash_input=_b64(data),
+                hash_input=b64(data),
                 key_version=version,
                 algorithm="sha2-256",
                 mount_point=self._mount,
@@ -274,39 +287,3 @@ class TransitKeyProvider:
 def _oldest_available(info: dict[str, Any]) -> int:
     """The oldest version still decryptable: trimmed or disabled ones are gone."""
     return max(int(info["min_available_version"]), int(info["min_decryption_version"]), 1)
-
-
-def _rotated_version(response: object) -> int:
-    try:
-        return int(response["data"]["latest_version"])  # type: ignore[index]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise KeyProviderError("Transit answered the rotation without a version") from exc
-
-
-def _refuse_ignored_parameters(response: dict[str, Any]) -> None:
-    for warning in response.get("warnings") or ():
-        if "associated_data" in str(warning):
-            raise KeyProviderError("this Transit server ignores associated_data; refusing to wrap")
-
-
-def _ciphertext(blob: bytes) -> str:
-    if len(blob) > _MAX_BLOB_BYTES:
-        raise KeyProviderError("wrapped key is malformed")
-    try:
-        text = blob.decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise KeyProviderError("wrapped key is malformed") from exc
-    if _CIPHERTEXT.fullmatch(text) is None:
-        raise KeyProviderError("wrapped key is malformed")
-    return text
-
-
-def _ciphertext_version(ciphertext: str) -> int:
-    match = _CIPHERTEXT.fullmatch(ciphertext)
-    if match is None:
-        raise KeyProviderError("Transit returned a malformed ciphertext")
-    return int(match.group("version"))
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -233,6 +234,32 @@ def start_orthanc(root: Path) -> tuple[OrthancServer, subprocess.Popen[bytes]]:
         stop_process(process)
         raise
     return server, process
+
+
+def receiver_processes(pid: int, port: int, count: int, timeout: float = 120.0) -> list[int]:
+    """The pids of the ``count`` processes under ``pid`` listening on ``port``,
+    once all of them are (``dicom-vault scp`` with ``scp.processes`` = ``count``
+    answers C-ECHO as soon as its first process listens).
+
+    Raises:
+        RuntimeError: fewer than ``count`` listen after ``timeout`` seconds.
+    """
+    parent = psutil.Process(pid)
+    deadline = time.monotonic() + timeout
+    while True:
+        listening = []
+        for child in parent.children():
+            try:
+                connections = child.net_connections(kind="tcp")
+            except psutil.NoSuchProcess:
+                continue
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections):
+                listening.append(child.pid)
+        if len(listening) >= count:
+            return listening
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(listening)} of {count} receiver processes listen")
+        time.sleep(0.1)
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

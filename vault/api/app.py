@@ -9,13 +9,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from crypto.errors import CryptoError
-from vault.api import routes_engineer
+from dicom_ingest import upload_api, upload_page
+from vault.api import routes_dicomweb, routes_engineer, routes_engineer_page
 from vault.api.routes_auth import install_accounts
+from vault.api.routes_dpo import router as dpo_router
+from vault.api.routes_dpo_breaches import router as breach_router
 from vault.api.security import install_security
 from vault.clock import Clock
 from vault.core import open_vault
 from vault.errors import VaultError, http_status
 from vault.settings import Settings
+from vault.settle import StudySettledHooks
 
 
 def _error_response(_request: Request, exc: Exception) -> JSONResponse:
@@ -24,8 +28,17 @@ def _error_response(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": exc.reason, "detail": str(exc)}, status_code=http_status(exc))
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
-    """The service's web application for ``settings`` (``clock``: tests' time)."""
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    settle_hooks: StudySettledHooks | None = None,
+) -> FastAPI:
+    """The service's web application for ``settings`` (``clock``: tests' time).
+
+    ``settle_hooks`` are told about every study an upload's completion settles
+    (de-identification registers itself there).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -34,11 +47,18 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         app.state.vault.close()
 
     app = FastAPI(title="dicom-vault", version="0.1.0", lifespan=lifespan)
+    app.state.settle_hooks = settle_hooks or StudySettledHooks()
     app.add_exception_handler(VaultError, _error_response)
     app.add_exception_handler(CryptoError, _error_response)
     install_security(app, settings)
     install_accounts(app)
     app.include_router(routes_engineer.router)
+    app.include_router(routes_dicomweb.router)
+    app.include_router(dpo_router)
+    app.include_router(breach_router)
+    app.include_router(routes_engineer_page.router)
+    app.include_router(upload_page.router)
+    app.include_router(upload_api.router)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:
@@ -46,3 +66,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app for the settings in the environment: the factory uvicorn's worker
+    processes call (``api.workers`` > 1)."""
+    from deidentify.tasks import deidentification_hooks
+
+    settings = Settings()
+    return create_app(settings, settle_hooks=deidentification_hooks(settings))

@@ -69,6 +69,7 @@ def _tokens_page(
         new_token=new_token,
         max_days=vault.settings.auth.token_max_days,
         default_days=vault.settings.auth.token_default_days,
+        now=vault.clock.now(),
     )
 
 

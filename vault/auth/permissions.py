@@ -17,11 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, false, select, true
+from sqlalchemy import ColumnElement, Select, exists, false, select, true
 from sqlalchemy.orm import Session
 
 from vault.catalog.accounts import CaseAssignment
-from vault.catalog.models import Case
+from vault.catalog.dsr import DsrRestriction
+from vault.catalog.models import Case, Study
 
 
 class Permission(StrEnum):
@@ -32,6 +33,7 @@ class Permission(StrEnum):
     PSEUDONYMISED_READ = "pseudonymised:read"
     UPLOAD = "upload"
     AUDIT_READ = "audit:read"
+    DSR_MANAGE = "dsr:manage"  # data-subject requests and the breach register
     ADMIN = "admin"
 
 
@@ -46,8 +48,8 @@ P = Permission
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "clinician": frozenset({P.ACCOUNT, P.CASE_READ, P.UPLOAD}),
     "engineer": frozenset({P.ACCOUNT, P.CASE_READ, P.PSEUDONYMISED_READ, P.TOKENS_MANAGE}),
-    "dpo": frozenset({P.ACCOUNT, P.CASE_READ, P.AUDIT_READ}),
-    "admin": frozenset({P.ACCOUNT, P.CASE_READ, P.AUDIT_READ, P.ADMIN}),
+    "dpo": frozenset({P.ACCOUNT, P.CASE_READ, P.AUDIT_READ, P.DSR_MANAGE}),
+    "admin": frozenset({P.ACCOUNT, P.CASE_READ, P.AUDIT_READ, P.ADMIN, P.DSR_MANAGE}),
 }
 SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "read:pseudonymised": frozenset({P.ACCOUNT, P.CASE_READ, P.PSEUDONYMISED_READ}),
@@ -114,7 +116,20 @@ def _case_filter(principal: Principal, action: CaseAction) -> ColumnElement[bool
         return false()
     if principal.token_case_id is not None:
         reach = reach & (Case.id == principal.token_case_id)
+    if action is CaseAction.READ_PSEUDONYMISED:
+        reach = reach & _unrestricted_case()
     return reach
+
+
+def _unrestricted_case() -> ColumnElement[bool]:
+    """No active restriction of processing (GDPR article 18, :mod:`vault.dsr_restriction`)
+    covers a study of the case: a case holding a restricted study is withheld from
+    pseudonymised reads (listings, downloads, DICOMweb, thumbnails) until it is lifted."""
+    return ~exists().where(
+        Study.case_id == Case.id,
+        DsrRestriction.study_id == Study.id,
+        DsrRestriction.lifted_at.is_(None),
+    )
 
 
 def can_access_case(
@@ -131,3 +146,12 @@ def cases_within_reach(
     """The cases ``principal`` may ``action``: the same rule as :func:`can_access_case`."""
     query = select(Case).where(_case_filter(principal, action)).order_by(Case.created_at)
     return session.scalars(query.limit(limit))
+
+
+def case_ids_within_reach(principal: Principal, action: CaseAction) -> Select[tuple[str]]:
+    """The ids of the cases ``principal`` may ``action``, as a subquery for other filters.
+
+    The same rule as :func:`can_access_case`, with no limit: for searches
+    that filter rows by their case in SQL (``Study.case_id.in_(...)``).
+    """
+    return select(Case.id).where(_case_filter(principal, action))

@@ -6,8 +6,10 @@ name, mode 0600) in the object's own directory, and on commit flushes and
 fsyncs it, renames it into place atomically and fsyncs the directory, so an
 object is either absent or whole, even across a crash. Aborting, an exception
 in the ``with`` body, or the garbage collection of an uncommitted writer
-removes the temporary file. Directories are created mode 0700. Object contents
-and keys are never logged.
+removes the temporary file. Directories are created mode 0700 (the 256
+``obj/xx`` fan-out directories of random keys all at the first write, with one
+directory fsync) and remembered once checked, so a write costs no stat,
+mkdir or realpath for them. Object contents and keys are never logged.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import BinaryIO, Self
 
 from vault.errors import NotFound, StorageUnavailable
 from vault.store._keys import checked_key
-from vault.store.base import new_object_key
+from vault.store.base import OBJECT_KEY_PREFIX, new_object_key
 
 TEMP_PREFIX = ".tmp-"
 FILE_MODE = 0o600
@@ -155,6 +157,9 @@ class FilesystemObjectStore:
         self.root = Path(root)
         self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         self._resolved_root = self.root.resolve()
+        # Directories already checked to exist inside the root (a write
+        # needs no stat, mkdir or realpath for them again).
+        self._known_dirs: set[str] = set()
 
     def open_writer(self, key: str | None = None) -> FilesystemObjectWriter:
         """A writer for a new object under ``key`` (a fresh random key if None).
@@ -162,12 +167,45 @@ class FilesystemObjectStore:
         An existing object under the same key is replaced on commit.
         """
         key = new_object_key() if key is None else checked_key(key)
-        final_path = self._path(key)
+        parent = key.rpartition("/")[0]
         try:
+            if parent in self._known_dirs:
+                try:
+                    return FilesystemObjectWriter(key, self.root / key)
+                except FileNotFoundError:  # removed behind our back: check it again
+                    self._known_dirs.discard(parent)
+            final_path = self._path(key)
+            if parent.startswith(OBJECT_KEY_PREFIX):
+                self._make_fanout()
             self._make_parents(final_path)
-            return FilesystemObjectWriter(key, final_path)
+            writer = FilesystemObjectWriter(key, final_path)
         except OSError as exc:
             raise StorageUnavailable("the object store could not create an object") from exc
+        self._known_dirs.add(parent)
+        return writer
+
+    def _make_fanout(self) -> None:
+        """Create the 256 ``obj/xx`` directories of random keys at once, with
+        one directory fsync, instead of one mkdir and fsync per new prefix."""
+        base = self.root / OBJECT_KEY_PREFIX.rstrip("/")
+        names = [f"{n:02x}" for n in range(256)]
+        if all(f"{OBJECT_KEY_PREFIX}{name}" in self._known_dirs for name in names):
+            return
+        if not base.resolve().is_relative_to(self._resolved_root):
+            return
+        self._make_parents(base / "00" / "x")
+        created, plain = False, []
+        for name in names:
+            try:
+                (base / name).mkdir(mode=DIR_MODE)
+                created = True
+            except FileExistsError:
+                if not stat.S_ISDIR((base / name).lstat().st_mode):
+                    continue  # a symlink or file: left to the per-key checks
+            plain.append(name)
+        if created:
+            _fsync_directory(base)
+        self._known_dirs.update(f"{OBJECT_KEY_PREFIX}{name}" for name in plain)
 
     def open_reader(self, key: str) -> BinaryIO:
         """The object as a buffered binary file. Raises :class:`NotFound`."""

@@ -6,8 +6,12 @@ from alembic import context
 
 # Imported for their effect: each module registers its tables on Base.
 import vault.catalog.accounts
+import vault.catalog.breaches
 import vault.catalog.deid
-import vault.catalog.retention  # noqa: F401
+import vault.catalog.dsr
+import vault.catalog.key_periods
+import vault.catalog.retention
+import vault.catalog.uploads  # noqa: F401
 from vault.catalog.models import Base
 
 config = context.config

@@ -1,0 +1,270 @@
+"""Benchmark: uploading a CT series over HTTP to the vault's upload API and to Orthanc.
+
+The same synthetic CT series (512x512 int16 slices; 500 slices, about
+263 MB; ``--quick`` 100) is sent from one client, in one run, to:
+
+- the vault's upload API (``dicom-vault serve`` as a child process on a
+  fresh embedded deployment: SQLite catalog, filesystem store, local key
+  file, envelope encryption on), one tus creation-with-upload POST per file
+  (the browser page's path for a slice);
+- Debian's Orthanc REST API, ``POST /instances`` per file (fresh storage).
+
+Both with the same client: httpx with keep-alive, ``--concurrency``
+connections (default 1: one file after the other, as in the reference
+figures of MISSION.md), each a thread with its own connection. A small
+warm-up file goes to each server first. Figures: MB/s of each (MB = 10^6
+bytes of DICOM files), vault/Orthanc (target 2.0), and the vault server's
+peak RSS (``VmHWM`` of every server process, summed) for that series and,
+in the full run only, for a 2 GB series (4000 slices, made on the fly by
+the client): target, the 2 GB peak within 10 % of the 250 MB peak.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.upload [--quick] [--json PATH] [--concurrency N]
+        [--workers N] [--large-slices N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from benchmarks._common import Figure, parse_args, report
+from dicom_ingest.synthetic import encode, make_ct_series
+from tests.services.dicom_peers import free_port, start_orthanc, stop_process
+
+CLI = Path(sys.executable).with_name("dicom-vault")
+MB = 1_000_000
+READY_SECONDS = 120.0
+Source = Callable[[], Iterable[bytes]]
+
+
+def _extra(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concurrency", type=int, default=1, help="connections, both servers")
+    parser.add_argument("--workers", type=int, default=1, help="vault API worker processes")
+    parser.add_argument("--slices", type=int, default=None, help="slices of the main series")
+    parser.add_argument(
+        "--large-slices", type=int, default=4000, help="slices of the 2 GB series (full run)"
+    )
+
+
+def series(slices: int, seed: int) -> Iterator[bytes]:
+    """The encoded slices of one synthetic CT series, made one at a time."""
+    for dataset in make_ct_series(slices, seed=seed):
+        yield encode(dataset)
+
+
+Post = Callable[[httpx.Client, bytes], None]
+
+
+def send_all(files: Iterable[bytes], concurrency: int, post: Post, base: str) -> tuple[int, float]:
+    """POST every file over ``concurrency`` keep-alive connections; (bytes, seconds)."""
+    lock = threading.Lock()
+    iterator = iter(files)
+    sent = 0
+
+    def worker() -> None:
+        nonlocal sent
+        with httpx.Client(base_url=base, timeout=120.0) as client:
+            while True:
+                with lock:
+                    data = next(iterator, None)
+                if data is None:
+                    return
+                post(client, data)
+                with lock:
+                    sent += len(data)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for future in [pool.submit(worker) for _ in range(concurrency)]:
+            future.result()
+    return sent, time.perf_counter() - started
+
+
+# --- the vault ------------------------------------------------------------------
+
+
+@dataclass
+class VaultServer:
+    base: str
+    process: subprocess.Popen[bytes]
+    headers: dict[str, str]
+    files_url: str
+
+    def post(self, client: httpx.Client, data: bytes) -> None:
+        headers = self.headers | {
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(len(data)),
+            "Content-Type": "application/offset+octet-stream",
+        }
+        response = client.post(self.files_url, headers=headers, content=data)
+        if response.status_code != 201 or response.headers.get("x-vault-outcome") != "stored":
+            raise RuntimeError(f"the vault refused a file: {response.status_code} {response.text}")
+
+    def peak_rss(self) -> int:
+        """Peak resident memory (VmHWM) of the server and its worker processes, summed."""
+        processes = [psutil.Process(self.process.pid)]
+        processes += processes[0].children(recursive=True)
+        return sum(_vm_hwm(process.pid) for process in processes)
+
+
+def _vm_hwm(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _vault_env(root: Path, port: int, workers: int) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DICOM_VAULT_DATA_DIR": str(root),
+        "DICOM_VAULT_AUTH__COOKIE_SECURE": "false",
+        "DICOM_VAULT_API__PORT": str(port),
+    }
+    if workers > 1:
+        env["DICOM_VAULT_API__WORKERS"] = str(workers)
+    return env
+
+
+def _clinician_session(root: Path) -> tuple[str, str, str]:
+    """A clinician, a case and a logged-in session on the vault at ``root``:
+    (cookie name, cookie, case id)."""
+    from vault.admin import create_case, create_user, get_or_create_organisation
+    from vault.auth.login import Authenticator
+    from vault.auth.sessions import cookie_name
+    from vault.core import open_vault
+    from vault.settings import AuthSettings, Settings
+
+    settings = Settings(data_dir=root, auth=AuthSettings(cookie_secure=False))
+    vault = open_vault(settings)
+    try:
+        with vault.catalog.session() as session:
+            organisation = get_or_create_organisation(session, "Benchmark Hospital")
+            user = create_user(session, "bench@hospital.example", "clinician", organisation)
+            case = create_case(session, "BENCH-0001", organisation)
+            cookie = Authenticator(vault).sessions.start(session, user.id, "full", "bench")
+            return cookie_name(settings.auth), cookie, case.id
+    finally:
+        vault.close()
+
+
+def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the vault server exited during start-up")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError("the vault server never answered")
+
+
+@contextmanager
+def vault_server(root: Path, workers: int) -> Iterator[VaultServer]:
+    from vault.auth.sessions import csrf_token
+
+    port = free_port()
+    env = _vault_env(root, port, workers)
+    name, cookie, case_id = _clinician_session(root)
+    argv = [str(CLI), "serve", "--no-scp"]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, process)
+        headers = {"Cookie": f"{name}={cookie}", "X-CSRF-Token": csrf_token(cookie)}
+        response = httpx.post(f"{base}/api/uploads", json={"case_id": case_id}, headers=headers)
+        response.raise_for_status()
+        yield VaultServer(base, process, headers, response.json()["files_url"])
+    finally:
+        stop_process(process)
+
+
+def measure_vault(root: Path, files: Source, args: argparse.Namespace) -> tuple[float, int]:
+    """(MB/s, peak RSS bytes) of the vault taking ``files``."""
+    with vault_server(root, args.workers) as server:
+        send_all(series(2, seed=99), 1, server.post, server.base)  # warm-up
+        sent, seconds = send_all(files(), args.concurrency, server.post, server.base)
+        return sent / seconds / MB, server.peak_rss()
+
+
+# --- Orthanc ----------------------------------------------------------------------
+
+
+def _orthanc_post(client: httpx.Client, data: bytes) -> None:
+    response = client.post(
+        "/instances", content=data, headers={"Content-Type": "application/dicom"}
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"Orthanc refused a file: {response.status_code}")
+
+
+def measure_orthanc(root: Path, files: Source, concurrency: int) -> float:
+    server, process = start_orthanc(root)
+    try:
+        send_all(series(2, seed=99), 1, _orthanc_post, server.url)  # warm-up
+        sent, seconds = send_all(files(), concurrency, _orthanc_post, server.url)
+        return sent / seconds / MB
+    finally:
+        stop_process(process)
+
+
+# --- the run ------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(__doc__ or "", argv, extra=_extra)
+    slices = args.slices or (100 if args.quick else 500)
+    print(f"making {slices} slices of 512x512...", flush=True)
+    study = list(series(slices, seed=1))
+    size = sum(map(len, study)) / MB
+    print(f"series: {slices} files, {size:.0f} MB; concurrency {args.concurrency}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-upload-") as scratch:
+        root = Path(scratch)
+        vault_rate, vault_rss = measure_vault(root / "vault", lambda: study, args)
+        print(f"vault    {vault_rate:7.1f} MB/s, peak RSS {vault_rss / 2**20:.1f} MiB", flush=True)
+        orthanc_rate = measure_orthanc(root / "orthanc", lambda: study, args.concurrency)
+        print(f"orthanc  {orthanc_rate:7.1f} MB/s", flush=True)
+        figures = [
+            Figure("vault upload API", vault_rate, "MB/s"),
+            Figure("Orthanc POST /instances", orthanc_rate, "MB/s"),
+            Figure("vault / Orthanc", vault_rate / orthanc_rate, "x", target=2.0),
+            Figure(f"vault peak RSS, {size:.0f} MB series", vault_rss / 2**20, "MiB"),
+        ]
+        if not args.quick:
+            figures += _large_run(root / "vault-large", args, vault_rss)
+    report(figures, args, title=f"upload, {slices} slices, concurrency {args.concurrency}")
+    return 0
+
+
+def _large_run(root: Path, args: argparse.Namespace, base_rss: int) -> list[Figure]:
+    large = args.large_slices
+    print(f"vault, {large} slices made on the fly...", flush=True)
+    rate, rss = measure_vault(root, lambda: series(large, seed=2), args)
+    size = large * 525_000 / MB
+    print(f"vault    {rate:7.1f} MB/s, peak RSS {rss / 2**20:.1f} MiB", flush=True)
+    return [
+        Figure(f"vault upload API, {size:.0f} MB series", rate, "MB/s"),
+        Figure(f"vault peak RSS, {size:.0f} MB series", rss / 2**20, "MiB"),
+        Figure("peak RSS, large / main series", rss / base_rss, "x", 1.10, False),
+    ]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Several senders at once: concurrent associations, and several receiver processes.
+
+``scp.processes`` > 1 runs that many receiver processes sharing the port
+with ``SO_REUSEPORT``; the kernel spreads connections over them by their
+address hash, so enough associations reach every process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.sop_class import CTImageStorage
+
+from dicom_ingest.synthetic import write_series
+from tests.cstore_support import instance_count, small_series, studies
+from tests.services.dicom_peers import (
+    Dcmtk,
+    Receiver,
+    free_port,
+    nodelay_env,
+    receiver_processes,
+)
+from tests.test_cstore_cli import wait_for_echo
+from vault.core import open_vault
+from vault.settings import Settings
+
+CLI = Path(sys.executable).with_name("dicom-vault")
+SENDERS = 3
+MAX_ASSOCIATIONS = 32  # enough that both processes get some (they do not: 1 in 2**31)
+
+
+class TestConcurrentAssociations:
+    def test_parallel_storescu_senders_are_all_stored_with_an_intact_access_log(
+        self, dcmtk: Dcmtk, receiver: Receiver, tmp_path: Path
+    ) -> None:
+        batches = [
+            write_series(tmp_path / f"in{n}", small_series(4, seed=60 + n)) for n in range(SENDERS)
+        ]
+        argv = [str(dcmtk.storescu), "-aet", "PACS1", "-aec", receiver.ae_title]
+        argv += [receiver.host, str(receiver.port)]
+        senders = [
+            subprocess.Popen([*argv, *map(str, files)], env=nodelay_env(), stderr=subprocess.PIPE)
+            for files in batches
+        ]
+        assert [sender.wait(timeout=120) for sender in senders] == [0] * SENDERS
+        assert instance_count(receiver.vault) == 4 * SENDERS
+        assert sorted(s.instance_count for s in studies(receiver.vault)) == [4] * SENDERS
+        assert receiver.vault.audit.verify() == []
+
+
+def _owner(listeners: list[psutil.Process], port: int, client_port: int) -> int | None:
+    """The pid of the receiver process holding our connection's server end."""
+    for process in listeners:
+        for connection in process.net_connections(kind="tcp"):
+            laddr, raddr = connection.laddr, connection.raddr
+            if laddr and raddr and laddr.port == port and raddr.port == client_port:
+                return process.pid
+    return None
+
+
+def _open(port: int) -> Association:
+    ae = AE(ae_title="PACS1")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    return ae.associate("127.0.0.1", port, ae_title="DICOMVAULT")
+
+
+class TestSeveralProcesses:
+    def test_two_processes_share_the_port_and_both_store(
+        self, dcmtk: Dcmtk, tmp_path: Path
+    ) -> None:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DICOM_VAULT_DATA_DIR": str(tmp_path / "var"),
+            "DICOM_VAULT_SCP__PORT": str(port),
+            "DICOM_VAULT_SCP__PROCESSES": "2",
+            "DICOM_VAULT_SCP__MAX_ASSOCIATIONS": str(MAX_ASSOCIATIONS),
+        }
+        add = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
+        subprocess.run(add, env=env, check=True, capture_output=True)
+        process = subprocess.Popen([str(CLI), "scp"], env=env, text=True)
+        opened: list[Association] = []
+        try:
+            wait_for_echo(dcmtk, port, process)
+            listeners = [psutil.Process(pid) for pid in receiver_processes(process.pid, port, 2)]
+            owners: dict[int, Association] = {}
+            while len(owners) < 2 and len(opened) < MAX_ASSOCIATIONS:
+                assoc = _open(port)
+                assert assoc.is_established
+                opened.append(assoc)
+                client_port = assoc.dul.socket.socket.getsockname()[1]
+                owner = _owner(listeners, port, client_port)
+                owners.setdefault(owner or 0, assoc)
+            statuses = [
+                assoc.send_c_store(ds).Status
+                for seed, assoc in enumerate(owners.values())
+                for ds in small_series(2, seed=70 + seed)
+            ]
+        finally:
+            for assoc in opened:
+                assoc.release()
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        assert len(listeners) == 2
+        assert set(owners) == {child.pid for child in listeners}
+        assert statuses == [0] * 4
+        assert process.returncode == 0
+        vault = open_vault(Settings(data_dir=tmp_path / "var"))
+        try:
+            assert instance_count(vault) == 4
+            assert vault.audit.verify() == []
+        finally:
+            vault.close()

@@ -1,0 +1,221 @@
+"""The DPO's pages: requests and the breach register through the real app, and what a
+restriction does to the engineers' routes.
+
+The app runs on an embedded vault with a FrozenClock (``auth_world``); the DPO
+logs in with a session cookie and posts forms with the CSRF token, as a
+browser does.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from datetime import timedelta
+
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+
+from deidentify.pipeline import StudyDeidentifier
+from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series
+from tests.services.auth_env import Account, AuthWorld, post_form
+from tests.services.vault_env import CaseContext, make_case
+from vault.admin import assign_case
+from vault.catalog.accounts import User
+from vault.catalog.deid import PseudonymisedInstance, PseudonymisedStudy
+from vault.catalog.dsr import DataSubjectRequest
+from vault.catalog.models import Case
+from vault.dsr import open_request, verify_identity
+from vault.dsr_restriction import lift_restriction, restrict
+from vault.dsr_search import SubjectIdentifiers, find_subject_studies
+from vault.holds import place_hold
+
+PATIENT = SyntheticPatient()
+_INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
+_INLINE_HANDLER = re.compile(r"\son[a-z]+\s*=", re.IGNORECASE)
+
+
+def ingest(case: CaseContext, *, seed: int = 1, n: int = 2) -> tuple[str, dict[str, bytes]]:
+    uploaded, study_id = {}, ""
+    for ds in make_ct_series(n, rows=16, columns=16, seed=seed, patient=PATIENT):
+        data = encode(ds)
+        study_id = case.pipeline.ingest(io.BytesIO(data), case.origin).study_id
+        uploaded[str(ds.SOPInstanceUID)] = data
+    return study_id, uploaded
+
+
+def logged_in(world: AuthWorld, account: Account) -> TestClient:
+    client = world.new_client()
+    client.cookies.set(world.cookie_name, world.session_cookie(account))
+    return client
+
+
+@pytest.fixture
+def dpo(auth_world: AuthWorld) -> TestClient:
+    return logged_in(auth_world, auth_world.add_user("dpo@maker.example", "dpo", "Maker"))
+
+
+@pytest.fixture
+def stored(auth_world: AuthWorld) -> tuple[CaseContext, str, dict[str, bytes]]:
+    case = make_case(auth_world.vault, "CASE-DPO")
+    study_id, uploaded = ingest(case)
+    return case, study_id, uploaded
+
+
+def request_id(world: AuthWorld, reference: str) -> str:
+    with world.vault.catalog.read_session() as session:
+        return session.query(DataSubjectRequest).filter_by(reference=reference).one().id
+
+
+def assert_csp_safe(html: str) -> None:
+    assert not _INLINE_SCRIPT.search(html)
+    assert not _INLINE_HANDLER.search(html)
+
+
+class TestRequestPages:
+    def test_a_request_goes_from_receipt_to_package_through_the_pages(
+        self, auth_world: AuthWorld, dpo: TestClient, stored
+    ) -> None:
+        _, study_id, uploaded = stored
+        today = auth_world.clock.now().date().isoformat()
+        answer = post_form(
+            dpo, "/dpo/requests", {"kind": "access", "received": today, "reference": "DSR-T-1"}
+        )
+        assert answer.status_code == 303
+        page = f"/dpo/requests/{request_id(auth_world, 'DSR-T-1')}"
+        assert answer.headers["location"] == page
+        search = {"patient_id": PATIENT.patient_id, "issuer": PATIENT.issuer_of_patient_id}
+        found = post_form(dpo, f"{page}/search", search)
+        assert found.status_code == 200 and study_id in found.text
+        refused = post_form(dpo, f"{page}/package", {})
+        assert refused.status_code == 409 and "not been verified" in refused.text
+        verified = post_form(dpo, f"{page}/verify", {"method": "in-person", "note": "passport"})
+        assert verified.status_code == 303
+        package = post_form(dpo, f"{page}/package", {})
+        assert package.status_code == 200
+        assert package.headers["content-type"] == "application/zip"
+        archive = zipfile.ZipFile(io.BytesIO(package.content))
+        files = {
+            str(pydicom.dcmread(io.BytesIO(archive.read(n))).SOPInstanceUID): archive.read(n)
+            for n in archive.namelist()
+            if n.endswith(".dcm")
+        }
+        assert files == uploaded
+        assert json.loads(archive.read("manifest.json"))["studies"][0]["study_id"] == study_id
+        detail = dpo.get(page)
+        assert "passport" in detail.text and "export" in detail.text
+        viewed = [e for e in auth_world.vault.audit.events() if e.action == "dsr.view"]
+        assert [e.object_id for e in viewed] == [page.rsplit("/", 1)[1]]
+        assert_csp_safe(detail.text)
+
+    def test_overview_highlights_overdue_requests(self, auth_world: AuthWorld) -> None:
+        vault = auth_world.vault
+        late = open_request(vault, kind="erasure", received_at=vault.clock.now(), actor="cli")
+        auth_world.clock.advance(timedelta(days=40))
+        fresh = open_request(vault, kind="access", received_at=vault.clock.now(), actor="cli")
+        dpo = logged_in(auth_world, auth_world.add_user("dpo@maker.example", "dpo", "Maker"))
+        page = dpo.get("/dpo")
+        assert page.status_code == 200
+        assert re.search(rf'<tr class="overdue" data-request="{late.reference}"', page.text)
+        assert re.search(rf'<tr class="" data-request="{fresh.reference}"', page.text)
+        assert_csp_safe(page.text)
+
+    def test_a_refused_form_shows_its_reason(self, auth_world: AuthWorld, dpo: TestClient) -> None:
+        tomorrow = (auth_world.clock.now() + timedelta(days=2)).date().isoformat()
+        answer = post_form(dpo, "/dpo/requests", {"kind": "access", "received": tomorrow})
+        assert answer.status_code == 422
+        assert "in the future" in answer.text
+
+    def test_erasure_through_the_page_reports_a_legal_hold(
+        self, auth_world: AuthWorld, dpo: TestClient, stored
+    ) -> None:
+        _, study_id, _ = stored
+        place_hold(auth_world.vault, reason_code="DISPUTE-7", placed_by="cli", study_id=study_id)
+        request = open_request(
+            auth_world.vault, kind="erasure", received_at=auth_world.clock.now(), actor="cli"
+        )
+        given = SubjectIdentifiers(PATIENT.patient_id, (PATIENT.issuer_of_patient_id,))
+        find_subject_studies(auth_world.vault, request.id, given, actor="cli")
+        verify_identity(auth_world.vault, request.id, actor="cli", method="signed-letter")
+        answer = post_form(dpo, f"/dpo/requests/{request.id}/erase", {})
+        assert answer.status_code == 200
+        assert "0 studies erased, 1 refused (legal-hold:DISPUTE-7)" in answer.text
+
+    def test_breach_recorded_on_the_page_shows_its_deadlines(
+        self, auth_world: AuthWorld, dpo: TestClient
+    ) -> None:
+        detected = (auth_world.clock.now() - timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M")
+        form = {
+            "detected": detected,
+            "nature": "confidentiality",
+            "categories": "health-imaging",
+            "subjects": "12",
+            "records": "",
+            "description": "a laptop with an export was stolen",
+            "reference": "BR-T-1",
+        }
+        answer = post_form(dpo, "/dpo/breaches", form)
+        assert answer.status_code == 303
+        page = dpo.get(answer.headers["location"])
+        assert "a laptop with an export was stolen" in page.text
+        assert re.search(r'id="investigation"><span class="flag overdue">', page.text)
+        assert "h left" in page.text
+        assert_csp_safe(page.text)
+        overview = dpo.get("/dpo")
+        assert re.search(r'class="overdue" data-breach="BR-T-1"', overview.text)
+
+
+def _engineer_with_case(world: AuthWorld) -> tuple[str, CaseContext, str]:
+    engineer = world.add_user("eng@maker.example", "engineer", "Maker")
+    case = make_case(world.vault, "CASE-ENG")
+    with world.vault.catalog.session() as session:
+        assign_case(session, session.get(Case, case.case_id), session.get(User, engineer.user_id))
+    study_id, _ = ingest(case, seed=9)
+    StudyDeidentifier(world.vault).run(study_id)
+    return world.token(engineer), case, study_id
+
+
+class TestRestrictionForEngineers:
+    def test_restricted_studies_answer_404_to_engineers_until_lifted(
+        self, auth_world: AuthWorld
+    ) -> None:
+        token, _, study_id = _engineer_with_case(auth_world)
+        vault = auth_world.vault
+        with vault.catalog.read_session() as session:
+            copy = session.query(PseudonymisedStudy).filter_by(study_id=study_id).one()
+            instance = (
+                session.query(PseudonymisedInstance).filter_by(pseudo_study_id=copy.id).first()
+            )
+        headers = {"Authorization": f"Bearer {token}"}
+        client = auth_world.new_client()
+        archive, one = (
+            f"/api/engineer/studies/{copy.id}/archive",
+            f"/api/engineer/instances/{instance.id}",
+        )
+
+        dicomweb = f"/dicomweb/studies/{copy.pseudo_study_uid}/metadata"
+
+        def statuses() -> tuple[int, int, int, bool]:
+            listed = client.get("/api/engineer/studies", headers=headers).json()
+            return (
+                client.get(archive, headers=headers).status_code,
+                client.get(one, headers=headers).status_code,
+                client.get(dicomweb, headers=headers).status_code,
+                any(s["pseudo_study_id"] == copy.id for s in listed),
+            )
+
+        assert statuses() == (200, 200, 200, True)
+        request = open_request(
+            vault, kind="restriction", received_at=vault.clock.now(), actor="cli"
+        )
+        given = SubjectIdentifiers(PATIENT.patient_id, (PATIENT.issuer_of_patient_id,))
+        find_subject_studies(vault, request.id, given, actor="cli")
+        verify_identity(vault, request.id, actor="cli", method="in-person")
+        objects = set(vault.store.iter_keys())
+        assert restrict(vault, request.id, actor="cli") == [study_id]
+        assert statuses() == (404, 404, 404, False)
+        assert set(vault.store.iter_keys()) == objects
+        lift_restriction(vault, request.id, actor="cli")
+        assert statuses() == (200, 200, 200, True)

@@ -1,0 +1,74 @@
+// Showing what arrived: the series of the upload, each with its thumbnail and
+// the facts that tell the surgeon it is the right scan, and the warnings that
+// matter for implant design. Everything is set as text (never as HTML).
+"use strict";
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = text;
+  return node;
+}
+
+function mm(value) {
+  return value === null || value === undefined ? "unknown" : `${Number(value.toFixed(3))} mm`;
+}
+
+function fact(list, label, value) {
+  list.appendChild(element("dt", "", label));
+  list.appendChild(element("dd", "", value));
+}
+
+function seriesCard(series, warnings) {
+  const card = element("article", "series");
+  card.dataset.seriesId = series.series_id;
+  const image = element("img", "thumbnail");
+  image.alt = "Middle image of this series";
+  image.loading = "lazy";
+  image.width = 160;
+  image.height = 160;
+  image.addEventListener("error", () => image.replaceWith(element("div", "thumbnail none", "No preview")));
+  image.src = series.thumbnail_url;
+  card.appendChild(image);
+  const body = element("div", "series-facts");
+  body.appendChild(element("h3", "", `${series.modality || "?"} · ${series.description || "no description"}`));
+  const facts = element("dl");
+  fact(facts, "Images", String(series.images));
+  fact(facts, "Slice thickness", mm(series.slice_thickness_mm));
+  const spacing = series.pixel_spacing_mm;
+  fact(facts, "Pixel spacing", spacing ? `${mm(spacing[0])} × ${mm(spacing[1])}` : "unknown");
+  body.appendChild(facts);
+  const own = warnings.filter((w) => w.series_id === series.series_id);
+  if (own.length) {
+    const list = element("ul", "series-warnings");
+    for (const warning of own) list.appendChild(warningItem(warning));
+    body.appendChild(list);
+  }
+  card.appendChild(body);
+  return card;
+}
+
+function warningItem(warning) {
+  const item = element("li", "warning", warning.message);
+  item.dataset.code = warning.code;
+  return item;
+}
+
+// Fill #summary-panel from a summary answer of the API.
+export function renderSummary(summary) {
+  const panel = document.getElementById("summary-panel");
+  const general = document.getElementById("warnings");
+  const grid = document.getElementById("series-list");
+  general.replaceChildren();
+  grid.replaceChildren();
+  for (const warning of summary.warnings.filter((w) => !w.series_id)) {
+    general.appendChild(warningItem(warning));
+  }
+  for (const series of summary.series) grid.appendChild(seriesCard(series, summary.warnings));
+  if (!summary.series.length) grid.appendChild(element("p", "", "No images have been stored yet."));
+  const count = summary.warnings.length;
+  document.getElementById("summary-verdict").textContent = count
+    ? `${count} warning${count === 1 ? "" : "s"}: please check before marking the upload complete.`
+    : "No problem found in the series received.";
+  panel.hidden = false;
+}

@@ -1,0 +1,231 @@
+"""The ``dicom-vault dsr`` commands: data-subject requests from the command line.
+
+Each command opens the vault, does one step of a request through
+:mod:`vault.dsr` and its sibling modules (recorded on the request and in the
+access log as actor ``cli``), and prints internal ids, codes and counts only.
+A refused step prints its reason and exits with status 2.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from crypto.errors import CryptoError
+from vault import dsr
+from vault.core import Vault, open_vault
+from vault.dsr_erasure import erase
+from vault.dsr_package import write_package
+from vault.dsr_rectify import RECTIFIABLE, rectify
+from vault.dsr_restriction import lift_restriction, restrict
+from vault.dsr_search import SubjectIdentifiers, find_subject_studies
+from vault.dsr_views import events_of, list_requests, studies_of
+from vault.errors import InvalidInput, VaultError
+from vault.settings import Settings
+
+dsr_app = typer.Typer(help="Data-subject requests: access, rectification, erasure and the rest.")
+Ref = Annotated[str, typer.Argument(help="The request's reference (or internal id).")]
+ACTOR = "cli"
+
+
+def _vault() -> Vault:
+    return open_vault(Settings())
+
+
+def _fail(exc: VaultError | CryptoError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=2)
+
+
+def parse_date(value: str) -> datetime:
+    """``YYYY-MM-DD`` (or an ISO date-time) as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInput("dates are YYYY-MM-DD", reason="date") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@dsr_app.command("open")
+def open_command(
+    kind: Annotated[str, typer.Option(help="access, portability, rectification, ...")],
+    received: Annotated[str | None, typer.Option(help="Date received (default: now).")] = None,
+    reference: Annotated[str | None, typer.Option(help="Your reference (default: made).")] = None,
+    note: Annotated[str, typer.Option(help="A note, sealed under the request's key.")] = "",
+) -> None:
+    """Record a request received on a date; it is due one month later."""
+    vault = _vault()
+    try:
+        when = parse_date(received) if received else vault.clock.now()
+        request = dsr.open_request(
+            vault, kind=kind, received_at=when, actor=ACTOR, reference=reference, note=note
+        )
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"request {request.reference} ({request.id}) due {request.due_at:%Y-%m-%d}")
+
+
+@dsr_app.command("list")
+def list_command(
+    include_closed: Annotated[bool, typer.Option("--all", help="Closed ones too.")] = False,
+) -> None:
+    """Requests by deadline: overdue ones are marked OVERDUE."""
+    for r in list_requests(_vault(), include_closed=include_closed):
+        flag = "OVERDUE" if r.overdue else f"{r.days_left} days left"
+        verified = "verified" if r.verified else "identity not verified"
+        typer.echo(
+            f"{r.reference}  {r.kind}  {r.state}  due={r.due_at:%Y-%m-%d}  {flag}"
+            f"  studies={r.studies}  {verified}"
+        )
+
+
+@dsr_app.command("show")
+def show_command(ref: Ref) -> None:
+    """A request's state, studies and chronology (with its notes)."""
+    vault = _vault()
+    try:
+        request = dsr.get_request(vault, ref)
+        studies, events = studies_of(vault, request), events_of(vault, request)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(
+        f"{request.reference}  {request.kind}  {request.state}  due={request.due_at:%Y-%m-%d}"
+    )
+    for s in studies:
+        status = s.erased or ("restricted" if s.restricted else "stored")
+        typer.echo(f"  study {s.study_id}  case={s.case_reference or '-'}  {status}")
+    for e in events:
+        ground = f" ({e.ground})" if e.ground else ""
+        note = f"  note: {e.note}" if e.note else ""
+        typer.echo(f"  {e.at:%Y-%m-%d %H:%M}  {e.actor}  {e.action}  {e.outcome}{ground}{note}")
+
+
+@dsr_app.command("search")
+def search_command(
+    ref: Ref,
+    patient_id: Annotated[str, typer.Option(help="The patient ID the person gave.")],
+    issuer: Annotated[list[str] | None, typer.Option(help="Issuer(s) of that ID.")] = None,
+    organisation: Annotated[str | None, typer.Option(help="Only this organisation's id.")] = None,
+    name: Annotated[str | None, typer.Option(help="Check the header's name too.")] = None,
+    birth_date: Annotated[str | None, typer.Option(help="Check the birth date too.")] = None,
+) -> None:
+    """Match the person's studies to the request by their identifiers (never stored)."""
+    given = SubjectIdentifiers(patient_id, tuple(issuer or ()), organisation, name, birth_date)
+    try:
+        found = find_subject_studies(_vault(), ref, given, actor=ACTOR)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"matched {len(found.matched)} studies, left out {found.excluded} by header check")
+
+
+@dsr_app.command("verify")
+def verify_command(
+    ref: Ref,
+    method: Annotated[str, typer.Option(help=", ".join(dsr.VERIFICATION_METHODS))],
+    note: Annotated[str, typer.Option(help="How it was checked (sealed).")] = "",
+) -> None:
+    """Record that the requester's identity was verified."""
+    try:
+        dsr.verify_identity(_vault(), ref, actor=ACTOR, method=method, note=note)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"identity verified ({method})")
+
+
+@dsr_app.command("extend")
+def extend_command(
+    ref: Ref,
+    months: Annotated[int, typer.Option(help="1 or 2.")],
+    reason: Annotated[str, typer.Option(help=", ".join(dsr.EXTENSION_REASONS))],
+    note: Annotated[str, typer.Option(help="A note (sealed).")] = "",
+) -> None:
+    """Extend the deadline (within the first month, two months at most)."""
+    try:
+        request = dsr.extend_deadline(
+            _vault(), ref, actor=ACTOR, months=months, reason=reason, note=note
+        )
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"now due {request.due_at:%Y-%m-%d}")
+
+
+@dsr_app.command("export")
+def export_command(
+    ref: Ref, out: Annotated[Path, typer.Option(help="The ZIP file to write.")]
+) -> None:
+    """Write the access or portability package: DICOM originals and manifest.json."""
+    try:
+        package = write_package(_vault(), ref, out, actor=ACTOR)
+    except (VaultError, CryptoError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"{len(package.files)} files of {len(package.study_ids)} studies written to {out}")
+
+
+@dsr_app.command("rectify")
+def rectify_command(
+    ref: Ref,
+    set_: Annotated[
+        list[str], typer.Option("--set", help=f"KEYWORD=value; keywords: {', '.join(RECTIFIABLE)}")
+    ],
+) -> None:
+    """Correct patient attributes in the person's studies (pseudonymised copies remade)."""
+    changes = dict(item.partition("=")[::2] for item in set_)
+    try:
+        done = rectify(_vault(), ref, changes, actor=ACTOR)
+    except (VaultError, CryptoError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"rectified {len(done)} studies ({', '.join(sorted(changes))})")
+
+
+@dsr_app.command("restrict")
+def restrict_command(ref: Ref) -> None:
+    """Restrict processing: engineers lose the person's studies, nothing is deleted."""
+    try:
+        placed = restrict(_vault(), ref, actor=ACTOR)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"restricted {len(placed)} studies")
+
+
+@dsr_app.command("lift")
+def lift_command(ref: Ref) -> None:
+    """Lift the request's restrictions: engineers' access comes back."""
+    try:
+        lifted = lift_restriction(_vault(), ref, actor=ACTOR)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"lifted the restriction on {len(lifted)} studies")
+
+
+@dsr_app.command("erase")
+def erase_command(
+    ref: Ref,
+    legal_obligation: Annotated[
+        str | None, typer.Option(help="Code of a legal obligation to keep the data, if any.")
+    ] = None,
+) -> None:
+    """Crypto-shred the person's studies, unless a legal hold or obligation applies."""
+    try:
+        outcome = erase(_vault(), ref, actor=ACTOR, legal_obligation=legal_obligation)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"erased {len(outcome.erased)} studies")
+    for study_id, ground in outcome.refused.items():
+        typer.echo(f"refused {study_id}: {ground}")
+
+
+@dsr_app.command("close")
+def close_command(
+    ref: Ref,
+    outcome: Annotated[str, typer.Option(help="completed, refused or withdrawn.")],
+    note: Annotated[str, typer.Option(help="The closing note (sealed).")],
+) -> None:
+    """Close the request with its outcome and a note."""
+    try:
+        request = dsr.close_request(_vault(), ref, actor=ACTOR, outcome=outcome, note=note)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"request {request.reference} {request.state}")
