@@ -38,7 +38,7 @@ from benchmarks._common import Figure, parse_args, report
 from dicom_ingest import IngestOrigin, IngestPipeline, ValidationPolicy
 from dicom_ingest.synthetic import encode, make_ct_series
 from vault.admin import create_case, get_or_create_organisation
-from vault.audit import GENESIS, AuditLog, AuditRecord
+from vault.audit import GENESIS, HASHED_FIELDS, AuditLog, AuditRecord
 from vault.audit_retention import verify_audit, write_checkpoint
 from vault.audit_verify import digest
 from vault.catalog.models import AuditEvent
@@ -130,18 +130,7 @@ def ingest_figures(slices: int, rounds: int) -> list[Figure]:
 
 # --- verify ---------------------------------------------------------------
 
-_NAMES = (
-    "seq",
-    "at",
-    "actor",
-    "action",
-    "object_type",
-    "object_id",
-    "outcome",
-    "remote",
-    "detail",
-    "prev_hash",
-)
+_NAMES = (*HASHED_FIELDS, "prev_hash")
 _DETAIL = [
     json.dumps({"bytes": 526_000 + i, "channel": "cstore"}, sort_keys=True) for i in range(7)
 ]

@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.services.auth_env",
     "tests.services.redis",
     "tests.services.dicom_peers",
+    "tests.services.browser",
 ]

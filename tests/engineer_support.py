@@ -13,16 +13,11 @@ for clients that need a socket (dicomweb-client, aborted transfers).
 from __future__ import annotations
 
 import io
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
@@ -33,6 +28,7 @@ from dicom_ingest import IngestPipeline, ValidationPolicy
 from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series
 from tests.deidentify_support import burned_in_capture
 from tests.services.auth_env import BASE_URL, START, Account, AuthWorld, auth_test_settings
+from tests.services.http_server import serving_app
 from tests.services.vault_env import CaseContext, make_case
 from vault.admin import assign_case
 from vault.api.app import create_app
@@ -43,8 +39,6 @@ from vault.catalog.models import AuditEvent, Case
 from vault.clock import FrozenClock
 from vault.core import Vault
 from vault.settle import StudySettledHooks, settle_study
-
-SERVER_WAIT_SECONDS = 30  # a hang guard only: nothing asserts on time
 
 
 def two_series(seed: int, *, slices: tuple[int, int] = (3, 2), size: int = 64) -> list[Dataset]:
@@ -79,8 +73,8 @@ def ingest(case: CaseContext, datasets: list[Dataset]) -> str:
     return study_id
 
 
-def pseudonymise(vault: Vault, study_id: str) -> str:
-    """Settle ``study_id`` and de-identify it eagerly; the pseudonymised study's id."""
+def deidentify_settled(vault: Vault, study_id: str) -> PseudonymisedStudy:
+    """Settle ``study_id`` and de-identify it eagerly; its pseudonymised row, in any state."""
     hooks = StudySettledHooks()
     register_deidentification(hooks, create_celery_app(vault.settings, vault=vault))
     settle_study(vault, study_id, hooks)
@@ -88,8 +82,16 @@ def pseudonymise(vault: Vault, study_id: str) -> str:
         study = session.scalar(
             select(PseudonymisedStudy).where(PseudonymisedStudy.study_id == study_id)
         )
-        assert study is not None and study.state == "done"
-        return study.id
+        assert study is not None
+        session.expunge(study)
+        return study
+
+
+def pseudonymise(vault: Vault, study_id: str) -> str:
+    """Settle ``study_id`` and de-identify it eagerly, to the end; the pseudonymised study's id."""
+    study = deidentify_settled(vault, study_id)
+    assert study.state == "done"
+    return study.id
 
 
 def instance_rows(vault: Vault, pseudo_study_id: str) -> list[PseudonymisedInstance]:
@@ -217,19 +219,5 @@ def engineer_world(data_dir: Path, prefix: str) -> Iterator[World]:
 def serving(vault: Vault) -> Iterator[str]:
     """The app on ``vault``'s data, under a real uvicorn server on a free port."""
     app = create_app(vault.settings, clock=FrozenClock(START))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + SERVER_WAIT_SECONDS
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not server.started:
-            pytest.fail("the test server did not start")
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(SERVER_WAIT_SECONDS)
-        sock.close()
+    with serving_app(app, log_level="critical") as url:
+        yield url

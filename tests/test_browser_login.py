@@ -7,80 +7,16 @@ Chromium through Playwright. Screenshots go to ``test-artifacts/``.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-
 import pyotp
 import pytest
-import uvicorn
 
-from tests.services._require import missing_service
-from tests.services.auth_env import START, TOTP_STEP, auth_test_settings
+from tests.services.auth_env import TOTP_STEP
+from tests.services.browser import Served, log_in, shot
 from vault.admin import create_user, get_or_create_organisation
-from vault.api.app import create_app
-from vault.auth.login import Authenticator
-from vault.clock import FrozenClock
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "a passphrase typed in a browser"
-
-
-@dataclass
-class Served:
-    url: str
-    auth: Authenticator
-    clock: FrozenClock
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    clock = FrozenClock(START)
-    app = create_app(auth_test_settings(tmp_path / "data", cookie_secure=False), clock=clock)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    started = threading.Event()
-    while thread.is_alive() and not started.wait(0.05):
-        if server.started:
-            started.set()
-    if not server.started:
-        pytest.fail("uvicorn did not start")
-    try:
-        yield Served(f"http://127.0.0.1:{port}", Authenticator(app.state.vault), clock)
-    finally:
-        server.should_exit = True
-        thread.join()
-        sock.close()
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if shutil.which(CHROMIUM) is None:
-        missing_service("chromium", f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def _invite_admin(served: Served) -> str:
@@ -92,8 +28,19 @@ def _invite_admin(served: Served) -> str:
 
 
 def _shot(page: object, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"login-{name}.png"), full_page=True)  # type: ignore[attr-defined]
+    shot(page, f"login-{name}")
+
+
+def _set_password_and_log_in(page: object, served: Served, token: str) -> None:
+    """The invitation link's password form, then the login that leads to enrolment."""
+    page.goto(f"{served.url}/set-password#{token}")  # type: ignore[attr-defined]
+    page.fill("#password", PASSWORD)  # type: ignore[attr-defined]
+    page.fill("#password-confirm", PASSWORD)  # type: ignore[attr-defined]
+    page.click("#set-password")  # type: ignore[attr-defined]
+    page.fill("#email", "admin@maker.example")  # type: ignore[attr-defined]
+    page.fill("#password", PASSWORD)  # type: ignore[attr-defined]
+    page.click("#login")  # type: ignore[attr-defined]
+    page.wait_for_url(f"{served.url}/enrol")  # type: ignore[attr-defined]
 
 
 class TestBrowserLogin:
@@ -135,13 +82,7 @@ class TestBrowserLogin:
         page.click("#logout")
         page.wait_for_url(f"{served.url}/login")
         served.clock.advance(TOTP_STEP)
-        page.fill("#email", "admin@maker.example")
-        page.fill("#password", PASSWORD)
-        page.click("#login")
-        page.wait_for_url(f"{served.url}/login/totp")
-        page.fill("#code", pyotp.TOTP(secret).at(served.clock.now()))
-        page.click("#verify")
-        page.wait_for_url(f"{served.url}/")
+        log_in(page, served.url, "admin@maker.example", PASSWORD, secret, served.clock.now())
         _shot(page, "4-home")
         cookie = next(c for c in page.context.cookies() if c["name"] == "vault_session")
         assert cookie["httpOnly"] is True
@@ -151,13 +92,6 @@ class TestBrowserLogin:
     def test_password_alone_does_not_get_in(self, served: Served, browser: object) -> None:
         token = _invite_admin(served)
         page = browser.new_page()  # type: ignore[attr-defined]
-        page.goto(f"{served.url}/set-password#{token}")
-        page.fill("#password", PASSWORD)
-        page.fill("#password-confirm", PASSWORD)
-        page.click("#set-password")
-        page.fill("#email", "admin@maker.example")
-        page.fill("#password", PASSWORD)
-        page.click("#login")
-        page.wait_for_url(f"{served.url}/enrol")
+        _set_password_and_log_in(page, served, token)
         page.goto(f"{served.url}/admin")
         assert page.url == f"{served.url}/login"

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pyotp
 import pytest
 
 from dicom_ingest.synthetic import encode, make_ct_series
@@ -35,20 +33,10 @@ from tests.browser_upload_support import (
     seed,
     stored_counts,
 )
-from tests.services._require import missing_service
+from tests.services.browser import log_in, shot
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PANEL = "document.getElementById('progress-panel').dataset"
 # Records the states of the "connection lost" note (shown: true) before each change.
 NOTE_WATCH = """() => {
@@ -71,18 +59,6 @@ def world(tmp_path: Path) -> Iterator[World]:
         server.stop()
 
 
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if shutil.which(CHROMIUM) is None:
-        missing_service("chromium", f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory: pytest.TempPathFactory) -> Scan:
     return make_scan(tmp_path_factory.mktemp("scan"))
@@ -92,8 +68,7 @@ def scan(tmp_path_factory: pytest.TempPathFactory) -> Scan:
 
 
 def _shot(page: object, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"upload-{name}.png"), full_page=True)  # type: ignore[attr-defined]
+    shot(page, f"upload-{name}")
 
 
 def _open_upload_page(browser: object, world: World) -> object:
@@ -116,13 +91,7 @@ def _open_upload_page(browser: object, world: World) -> object:
     )
     url = world.server.url
     page.goto(f"{url}/login")
-    page.fill("#email", world.email)
-    page.fill("#password", PASSWORD)
-    page.click("#login")
-    page.wait_for_url(f"{url}/login/totp")
-    page.fill("#code", pyotp.TOTP(world.totp_secret).now())
-    page.click("#verify")
-    page.wait_for_url(f"{url}/")
+    log_in(page, url, world.email, PASSWORD, world.totp_secret)
     page.click("#upload-link")
     page.wait_for_url(f"{url}/upload")
     page.click(f"#case-list a:text('{world.case_ref}')")

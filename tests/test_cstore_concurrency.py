@@ -50,7 +50,9 @@ class TestConcurrentAssociations:
             subprocess.Popen([*argv, *map(str, files)], env=nodelay_env(), stderr=subprocess.PIPE)
             for files in batches
         ]
-        assert [sender.wait(timeout=120) for sender in senders] == [0] * SENDERS
+        codes = [sender.wait(timeout=120) for sender in senders]
+        errors = [sender.stderr.read().decode(errors="replace")[-800:] for sender in senders]  # type: ignore[union-attr]
+        assert codes == [0] * SENDERS, errors
         assert instance_count(receiver.vault) == 4 * SENDERS
         assert sorted(s.instance_count for s in studies(receiver.vault)) == [4] * SENDERS
         assert receiver.vault.audit.verify() == []

@@ -24,13 +24,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from deidentify.tasks import create_celery_app, register_deidentification
-from dicom_ingest import IngestPipeline, ValidationPolicy
 from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series
 from tests.deidentify_support import burned_in_capture, leaks
+from tests.engineer_support import deidentify_settled, ingest, instance_rows, pseudonymise
 from tests.services.auth_env import BASE_URL, START, Account, AuthWorld, auth_test_settings
 from tests.services.vault_env import CaseContext, make_case
 from vault.admin import assign_case
@@ -42,7 +41,6 @@ from vault.catalog.models import AuditEvent, Case
 from vault.clock import FrozenClock
 from vault.core import Vault
 from vault.objects import StoredObject, open_decrypted
-from vault.settle import StudySettledHooks, settle_study
 from vault.thumbnails import render_thumbnail
 
 PATIENT = SyntheticPatient()
@@ -78,39 +76,9 @@ def planted_study(seed: int, slices: tuple[int, ...] = (5, 2)) -> list[Dataset]:
     return datasets
 
 
-def ingest(case: CaseContext, datasets: list[Dataset]) -> str:
-    """Ingest ``datasets`` (Secondary Capture allowed) into ``case``; the study's id."""
-    policy = ValidationPolicy.from_settings(case.vault.settings.policy)
-    sop_classes = policy.sop_classes | {SecondaryCaptureImageStorage}
-    pipeline = IngestPipeline(case.vault, ValidationPolicy(sop_classes, policy.transfer_syntaxes))
-    ids = {pipeline.ingest(io.BytesIO(encode(ds)), case.origin).study_id for ds in datasets}
-    (study_id,) = ids
-    return study_id
-
-
-def pseudonymise(vault: Vault, study_id: str) -> str:
-    """Settle ``study_id`` and de-identify it eagerly; the pseudonymised study's id."""
-    hooks = StudySettledHooks()
-    register_deidentification(hooks, create_celery_app(vault.settings, vault=vault))
-    settle_study(vault, study_id, hooks)
-    with vault.catalog.session() as session:
-        query = select(PseudonymisedStudy.id).where(PseudonymisedStudy.study_id == study_id)
-        return session.scalars(query).one()
-
-
 def set_study_state(vault: Vault, pseudo_study_id: str, state: str) -> None:
     with vault.catalog.session() as session:
         session.get(PseudonymisedStudy, pseudo_study_id).state = state  # type: ignore[union-attr]
-
-
-def instance_rows(vault: Vault, pseudo_study_id: str) -> list[PseudonymisedInstance]:
-    with vault.catalog.session() as session:
-        query = select(PseudonymisedInstance).where(
-            PseudonymisedInstance.pseudo_study_id == pseudo_study_id
-        )
-        rows = list(session.scalars(query))
-        session.expunge_all()
-        return rows
 
 
 def decrypted(vault: Vault, row: PseudonymisedInstance) -> bytes:
@@ -203,7 +171,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             done=done,
             queued=_queued(case),
             running=running,
-            all_quarantined=pseudonymise(vault, ingest(case, [capture_only])),
+            all_quarantined=deidentify_settled(vault, ingest(case, [capture_only])).id,
             others_study=pseudonymise(vault, ingest(other_case, planted_study(seed=2))),
         )
 

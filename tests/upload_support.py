@@ -17,8 +17,6 @@ import io
 import os
 import socket
 import tempfile
-import threading
-import time
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -28,8 +26,6 @@ from pathlib import Path
 
 import httpx
 import pydicom
-import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -38,6 +34,7 @@ from sqlalchemy import func, select
 
 from dicom_ingest.synthetic import encode, make_ct_series
 from tests.services.auth_env import BASE_URL, START, Account, AuthWorld, auth_test_settings
+from tests.services.http_server import serving_app
 from vault.admin import create_case, get_or_create_organisation
 from vault.api.app import create_app
 from vault.auth.sessions import csrf_token
@@ -51,7 +48,6 @@ from vault.settle import StudySettledHooks
 TUS = {"Tus-Resumable": "1.0.0"}
 OFFSET_STREAM = {"Content-Type": "application/offset+octet-stream"}
 BLOCK = 64 * 1024
-SERVER_WAIT_SECONDS = 30.0
 
 
 def upload_settings(data_dir: Path) -> Settings:
@@ -242,22 +238,8 @@ def upload_world(data_dir: Path) -> Iterator[UploadWorld]:
 @contextmanager
 def served(app: FastAPI) -> Iterator[str]:
     """``app`` under a real uvicorn server in a thread; its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + SERVER_WAIT_SECONDS
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not server.started:
-            pytest.fail("the test server did not start")
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(SERVER_WAIT_SECONDS)
-        sock.close()
+    with serving_app(app) as url:
+        yield url
 
 
 def open_request(base_url: str, method: str, path: str, headers: dict[str, str]) -> socket.socket:

@@ -41,7 +41,7 @@ class AuditRecord:
     detail: Mapping[str, DetailValue] = field(default_factory=dict)
 
 
-_HASHED = (
+HASHED_FIELDS = (  # what the chain hash covers, in this order
     "seq",
     "at",
     "actor",
@@ -55,7 +55,7 @@ _HASHED = (
 
 
 def _canonical(values: Mapping[str, object]) -> bytes:
-    body = {name: values[name] for name in _HASHED}
+    body = {name: values[name] for name in HASHED_FIELDS}
     body["at"] = values["at"].isoformat()  # type: ignore[attr-defined]
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -66,7 +66,7 @@ def _hash(prev_hash: str, values: Mapping[str, object]) -> str:
 
 def chain_hash(prev_hash: str, event: AuditEvent) -> str:
     """The hash ``event`` must carry when it follows a record hashed ``prev_hash``."""
-    return _hash(prev_hash, {name: getattr(event, name) for name in _HASHED})
+    return _hash(prev_hash, {name: getattr(event, name) for name in HASHED_FIELDS})
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,7 @@ EVENT_KINDS: dict[str, EventKind] = {
     "series.metadata": EventKind(INSTANCES_ACCESSED, (), "R", lifecycle="6"),
     "study.export": EventKind(EXPORT, (), "R", SOURCE, SOURCE, "10"),
     "case.read": EventKind(ORDER_RECORD, (), "R", lifecycle="6"),
+    "case.list": EventKind(QUERY, (), "E", DESTINATION, SOURCE),
     "case.create": EventKind(ORDER_RECORD, (), "C", lifecycle="1"),
     # de-identification and re-identification
     "study.deidentify": EventKind(INSTANCES_ACCESSED, (), "C", lifecycle="7"),

@@ -25,23 +25,11 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from vault.audit import GENESIS, AuditLog, ChainBreak, ChainStart, chain_hash
+from vault.audit import GENESIS, HASHED_FIELDS, AuditLog, ChainBreak, ChainStart, chain_hash
 from vault.catalog.db import Catalog
 
 BATCH = 20_000
-_NAMES = (
-    "seq",
-    "at",
-    "actor",
-    "action",
-    "object_type",
-    "object_id",
-    "outcome",
-    "remote",
-    "detail",
-    "prev_hash",
-    "hash",
-)
+_NAMES = (*HASHED_FIELDS, "prev_hash", "hash")
 _SELECT = f"SELECT {', '.join(_NAMES)} FROM audit_events WHERE seq > {{}} ORDER BY seq"  # noqa: S608
 _PARAMETER = {"sqlite": "?", "postgresql": "%s"}
 

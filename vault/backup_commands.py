@@ -15,23 +15,12 @@ import typer
 
 from crypto.errors import CryptoError
 from vault.backup import create_backup, list_backups, restore_backup
-from vault.core import Vault, open_vault
+from vault.command_support import ACTOR, cli_vault, refusals_exit
 from vault.errors import VaultError
-from vault.settings import Settings
 
 backup_app = typer.Typer(
     help="Encrypted catalog backups (6-month rotation).", invoke_without_command=True
 )
-ACTOR = "cli"
-
-
-def _vault() -> Vault:
-    return open_vault(Settings())
-
-
-def _fail(exc: VaultError | CryptoError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code=2)
 
 
 @backup_app.callback()
@@ -39,17 +28,15 @@ def backup(context: typer.Context) -> None:
     """Back the catalog up now (then delete backups past their rotation)."""
     if context.invoked_subcommand is not None:
         return
-    try:
-        info = create_backup(_vault(), actor=ACTOR)
-    except (VaultError, CryptoError) as exc:
-        raise _fail(exc) from exc
+    with refusals_exit(VaultError, CryptoError):
+        info = create_backup(cli_vault(), actor=ACTOR)
     typer.echo(f"backup {info.backup_id} written ({info.rows} catalog rows)")
 
 
 @backup_app.command("list")
 def backup_list() -> None:
     """List the backups: id, time taken, catalog rows."""
-    for info in list_backups(_vault()):
+    for info in list_backups(cli_vault()):
         typer.echo(f"{info.backup_id}  taken={info.created_at:%Y-%m-%d %H:%M}  rows={info.rows}")
 
 
@@ -60,10 +47,8 @@ def restore(
     ] = False,
 ) -> None:
     """Restore a catalog backup; keys shredded since it was taken stay destroyed."""
-    try:
-        report = restore_backup(_vault(), backup_id, force=force, actor=ACTOR)
-    except (VaultError, CryptoError) as exc:
-        raise _fail(exc) from exc
+    with refusals_exit(VaultError, CryptoError):
+        report = restore_backup(cli_vault(), backup_id, force=force, actor=ACTOR)
     keys = report.keys
     typer.echo(
         f"restored {report.backup_id}: {report.rows} catalog rows; data keys refreshed"

@@ -15,23 +15,10 @@ import typer
 from vault import breaches
 from vault.breach_views import BreachView, get_breach, list_breaches, texts_of
 from vault.catalog.breaches import DATA_CATEGORIES, ENTRY_KINDS, NATURES
-from vault.core import Vault, open_vault
-from vault.dsr_commands import parse_date
-from vault.errors import VaultError
-from vault.settings import Settings
+from vault.command_support import ACTOR, cli_vault, parse_date, refusals_exit
 
 breach_app = typer.Typer(help="The breach register: incidents, deadlines, notifications.")
 Ref = Annotated[str, typer.Argument(help="The incident's reference (or internal id).")]
-ACTOR = "cli"
-
-
-def _vault() -> Vault:
-    return open_vault(Settings())
-
-
-def _fail(exc: VaultError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code=2)
 
 
 def _flags(view: BreachView) -> str:
@@ -59,8 +46,8 @@ def record_command(
     reference: Annotated[str | None, typer.Option(help="Your reference.")] = None,
 ) -> None:
     """Record an incident; the 24 h and 72 h deadlines run from its detection."""
-    vault = _vault()
-    try:
+    vault = cli_vault()
+    with refusals_exit():
         breach = breaches.record_breach(
             vault,
             detected_at=parse_date(detected) if detected else vault.clock.now(),
@@ -72,8 +59,6 @@ def record_command(
             records=records,
             reference=reference,
         )
-    except VaultError as exc:
-        raise _fail(exc) from exc
     view = get_breach(vault, breach.id)
     typer.echo(f"incident {breach.reference} ({breach.id}), notify by {view.notification_due:%c}")
 
@@ -83,7 +68,7 @@ def list_command(
     include_closed: Annotated[bool, typer.Option("--all", help="Closed ones too.")] = False,
 ) -> None:
     """Incidents, newest first, with their deadline flags."""
-    for view in list_breaches(_vault(), include_closed=include_closed):
+    for view in list_breaches(cli_vault(), include_closed=include_closed):
         b = view.breach
         typer.echo(
             f"{b.reference}  {b.state}  detected={b.detected_at:%Y-%m-%d %H:%M}"
@@ -94,12 +79,10 @@ def list_command(
 @breach_app.command("show")
 def show_command(ref: Ref) -> None:
     """An incident: facts, deadlines, texts and chronology."""
-    vault = _vault()
-    try:
+    vault = cli_vault()
+    with refusals_exit():
         view = get_breach(vault, ref)
         texts, entries = texts_of(vault, view.breach)
-    except VaultError as exc:
-        raise _fail(exc) from exc
     b = view.breach
     typer.echo(f"{b.reference}  {b.state}  nature={b.nature}  categories={b.data_categories}")
     typer.echo(f"subjects={b.subjects_affected}  records={b.records_affected}  {_flags(view)}")
@@ -117,12 +100,10 @@ def entry_command(
     at: Annotated[str | None, typer.Option(help="When (default: now).")] = None,
 ) -> None:
     """Add to the chronology (the first 'investigation' entry starts the investigation)."""
-    try:
+    with refusals_exit():
         breaches.add_entry(
-            _vault(), ref, actor=ACTOR, kind=kind, text=text, at=parse_date(at) if at else None
+            cli_vault(), ref, actor=ACTOR, kind=kind, text=text, at=parse_date(at) if at else None
         )
-    except VaultError as exc:
-        raise _fail(exc) from exc
     typer.echo("entry added")
 
 
@@ -138,9 +119,9 @@ def assess_command(
 ) -> None:
     """Update the assessment (what is not given stays as it is)."""
     given = {"consequences": consequences, "measures": measures, "lessons": lessons}
-    try:
+    with refusals_exit():
         breaches.update_assessment(
-            _vault(),
+            cli_vault(),
             ref,
             actor=ACTOR,
             categories=category,
@@ -148,8 +129,6 @@ def assess_command(
             records=records,
             texts={field: text for field, text in given.items() if text is not None},
         )
-    except VaultError as exc:
-        raise _fail(exc) from exc
     typer.echo("assessment updated")
 
 
@@ -162,9 +141,9 @@ def notify_command(
     authority_reference: Annotated[str | None, typer.Option(help="The authority's ref.")] = None,
 ) -> None:
     """Record a notification (to the authority or the data subjects), or why there was none."""
-    try:
+    with refusals_exit():
         breaches.record_notification(
-            _vault(),
+            cli_vault(),
             ref,
             actor=ACTOR,
             party=party,
@@ -172,16 +151,12 @@ def notify_command(
             exemption=exemption,
             authority_reference=authority_reference,
         )
-    except VaultError as exc:
-        raise _fail(exc) from exc
     typer.echo(f"{party} decision recorded")
 
 
 @breach_app.command("close")
 def close_command(ref: Ref) -> None:
     """Close the incident (both notification decisions must be on record)."""
-    try:
-        breaches.close_breach(_vault(), ref, actor=ACTOR)
-    except VaultError as exc:
-        raise _fail(exc) from exc
+    with refusals_exit():
+        breaches.close_breach(cli_vault(), ref, actor=ACTOR)
     typer.echo("incident closed")

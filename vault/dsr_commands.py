@@ -8,7 +8,6 @@ A refused step prints its reason and exits with status 2.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -16,37 +15,17 @@ import typer
 
 from crypto.errors import CryptoError
 from vault import dsr
-from vault.core import Vault, open_vault
+from vault.command_support import ACTOR, cli_vault, parse_date, refusals_exit
 from vault.dsr_erasure import erase
 from vault.dsr_package import write_package
 from vault.dsr_rectify import RECTIFIABLE, rectify
 from vault.dsr_restriction import lift_restriction, restrict
 from vault.dsr_search import SubjectIdentifiers, find_subject_studies
 from vault.dsr_views import events_of, list_requests, studies_of
-from vault.errors import InvalidInput, VaultError
-from vault.settings import Settings
+from vault.errors import VaultError
 
 dsr_app = typer.Typer(help="Data-subject requests: access, rectification, erasure and the rest.")
 Ref = Annotated[str, typer.Argument(help="The request's reference (or internal id).")]
-ACTOR = "cli"
-
-
-def _vault() -> Vault:
-    return open_vault(Settings())
-
-
-def _fail(exc: VaultError | CryptoError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code=2)
-
-
-def parse_date(value: str) -> datetime:
-    """``YYYY-MM-DD`` (or an ISO date-time) as UTC."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidInput("dates are YYYY-MM-DD", reason="date") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 @dsr_app.command("open")
@@ -57,14 +36,12 @@ def open_command(
     note: Annotated[str, typer.Option(help="A note, sealed under the request's key.")] = "",
 ) -> None:
     """Record a request received on a date; it is due one month later."""
-    vault = _vault()
-    try:
+    vault = cli_vault()
+    with refusals_exit():
         when = parse_date(received) if received else vault.clock.now()
         request = dsr.open_request(
             vault, kind=kind, received_at=when, actor=ACTOR, reference=reference, note=note
         )
-    except VaultError as exc:
-        raise _fail(exc) from exc
     typer.echo(f"request {request.reference} ({request.id}) due {request.due_at:%Y-%m-%d}")
 
 
@@ -73,7 +50,7 @@ def list_command(
     include_closed: Annotated[bool, typer.Option("--all", help="Closed ones too.")] = False,
 ) -> None:
     """Requests by deadline: overdue ones are marked OVERDUE."""
-    for r in list_requests(_vault(), include_closed=include_closed):
+    for r in list_requests(cli_vault(), include_closed=include_closed):
         flag = "OVERDUE" if r.overdue else f"{r.days_left} days left"
         verified = "verified" if r.verified else "identity not verified"
         typer.echo(
@@ -85,12 +62,10 @@ def list_command(
 @dsr_app.command("show")
 def show_command(ref: Ref) -> None:
     """A request's state, studies and chronology (with its notes)."""
-    vault = _vault()
-    try:
+    vault = cli_vault()
+    with refusals_exit():
         request = dsr.get_request(vault, ref)
         studies, events = studies_of(vault, request), events_of(vault, request)
-    except VaultError as exc:
-        raise _fail(exc) from exc
     typer.echo(
         f"{request.reference}  {request.kind}  {request.state}  due={request.due_at:%Y-%m-%d}"
     )
@@ -114,10 +89,8 @@ def search_command(
 ) -> None:
     """Match the person's studies to the request by their identifiers (never stored)."""
     given = SubjectIdentifiers(patient_id, tuple(issuer or ()), organisation, name, birth_date)
-    try:
-        found = find_subject_studies(_vault(), ref, given, actor=ACTOR)
-    except VaultError as exc:
-        raise _fail(exc) from exc
+    with refusals_exit():
+        found = find_subject_studies(cli_vault(), ref, given, actor=ACTOR)
     typer.echo(f"matched {len(found.matched)} studies, left out {found.excluded} by header check")
 
 
@@ -128,10 +101,8 @@ def verify_command(
     note: Annotated[str, typer.Option(help="How it was checked (sealed).")] = "",
 ) -> None:
     """Record that the requester's identity was verified."""
-    try:
-        dsr.verify_identity(_vault(), ref, actor=ACTOR, method=method, note=note)
-    except VaultError as exc:
-        raise _fail(exc) from exc
+    with refusals_exit():
+        dsr.verify_identity(cli_vault(), ref, actor=ACTOR, method=method, note=note)
     typer.echo(f"identity verified ({method})")
 
 
@@ -143,12 +114,10 @@ def extend_command(
     note: Annotated[str, typer.Option(help="A note (sealed).")] = "",
 ) -> None:
     """Extend the deadline (within the first month, two months at most)."""
-    try:
+    with refusals_exit():
         request = dsr.extend_deadline(
-            _vault(), ref, actor=ACTOR, months=months, reason=reason, note=note
+            cli_vault(), ref, actor=ACTOR, months=months, reason=reason, note=note
         )
-    except VaultError as exc:
-        raise _fail(exc) from exc
     typer.echo(f"now due {request.due_at:%Y-%m-%d}")
 
 
@@ -157,10 +126,8 @@ def export_command(
     ref: Ref, out: Annotated[Path, typer.Option(help="The ZIP file to write.")]
 ) -> None:
     """Write the access or portability package: DICOM originals and manifest.json."""
-    try:
-        package = write_package(_vault(), ref, out, actor=ACTOR)
-    except (VaultError, CryptoError) as exc:
-        raise _fail(exc) from exc
+    with refusals_exit(VaultError, CryptoError):
+        package = write_package(cli_vault(), ref, out, actor=ACTOR)
     typer.echo(f"{len(package.files)} files of {len(package.study_ids)} studies written to {out}")
 
 
@@ -173,30 +140,24 @@ def rectify_command(
 ) -> None:
     """Correct patient attributes in the person's studies (pseudonymised copies remade)."""
     changes = dict(item.partition("=")[::2] for item in set_)
-    try:
-        done = rectify(_vault(), ref, changes, actor=ACTOR)
-    except (VaultError, CryptoError) as exc:
-        raise _fail(exc) from exc
+    with refusals_exit(VaultError, CryptoError):
+        done = rectify(cli_vault(), ref, changes, actor=ACTOR)
     typer.echo(f"rectified {len(done)} studies ({', '.join(sorted(changes))})")
 
 
 @dsr_app.command("restrict")
 def restrict_command(ref: Ref) -> None:
     """Restrict processing: engineers lose the person's studies, nothing is deleted."""
-    try:
-        placed = restrict(_vault(), ref, actor=ACTOR)
-    except VaultError as exc:
-        raise _fail(exc) from exc
+    with refusals_exit():
+        placed = restrict(cli_vault(), ref, actor=ACTOR)
     typer.echo(f"restricted {len(placed)} studies")
 
 
 @dsr_app.command("lift")
 def lift_command(ref: Ref) -> None:
     """Lift the request's restrictions: engineers' access comes back."""
-    try:
-        lifted = lift_restriction(_vault(), ref, actor=ACTOR)
-    except VaultError as exc:
-        raise _fail(exc) from exc
+    with refusals_exit():
+        lifted = lift_restriction(cli_vault(), ref, actor=ACTOR)
     typer.echo(f"lifted the restriction on {len(lifted)} studies")
 
 
@@ -208,10 +169,8 @@ def erase_command(
     ] = None,
 ) -> None:
     """Crypto-shred the person's studies, unless a legal hold or obligation applies."""
-    try:
-        outcome = erase(_vault(), ref, actor=ACTOR, legal_obligation=legal_obligation)
-    except VaultError as exc:
-        raise _fail(exc) from exc
+    with refusals_exit():
+        outcome = erase(cli_vault(), ref, actor=ACTOR, legal_obligation=legal_obligation)
     typer.echo(f"erased {len(outcome.erased)} studies")
     for study_id, ground in outcome.refused.items():
         typer.echo(f"refused {study_id}: {ground}")
@@ -224,8 +183,6 @@ def close_command(
     note: Annotated[str, typer.Option(help="The closing note (sealed).")],
 ) -> None:
     """Close the request with its outcome and a note."""
-    try:
-        request = dsr.close_request(_vault(), ref, actor=ACTOR, outcome=outcome, note=note)
-    except VaultError as exc:
-        raise _fail(exc) from exc
+    with refusals_exit():
+        request = dsr.close_request(cli_vault(), ref, actor=ACTOR, outcome=outcome, note=note)
     typer.echo(f"request {request.reference} {request.state}")

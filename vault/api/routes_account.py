@@ -145,11 +145,21 @@ def _case_json(case: Case) -> dict[str, str]:
 @router.get("/api/cases", tags=["cases"])
 def list_cases(request: Request, principal: CaseReader) -> list[dict[str, str]]:
     """The cases the caller may read."""
-    with _vault(request).catalog.session() as session:
-        return [
+    vault = _vault(request)
+    with vault.catalog.session() as session:
+        cases = [
             _case_json(case)
             for case in cases_within_reach(principal, CaseAction.READ, session=session)
         ]
+        record = AuditRecord(
+            principal.actor,
+            "case.list",
+            object_type="query",
+            remote=remote_of(request),
+            detail={"results": len(cases)},
+        )
+        vault.audit.record(record, session=session)
+        return cases
 
 
 @router.get("/api/cases/{case_id}", tags=["cases"])
@@ -157,17 +167,18 @@ def get_case(request: Request, principal: CaseReader, case_id: str) -> dict[str,
     """One case, if the caller may read it; 404 otherwise (unknown or out of reach)."""
     vault = _vault(request)
     with vault.catalog.session() as session:
-        if not can_access_case(principal, case_id, CaseAction.READ, session=session):
-            raise NotFound("no such case")
-        case = session.get(Case, case_id)
-        if case is None:
-            raise NotFound("no such case")
+        reachable = can_access_case(principal, case_id, CaseAction.READ, session=session)
+        case = session.get(Case, case_id) if reachable else None
         record = AuditRecord(
             principal.actor,
             "case.read",
+            outcome="success" if case is not None else "not-found",
             object_type="case",
             object_id=case_id,
             remote=remote_of(request),
         )
         vault.audit.record(record, session=session)
-        return _case_json(case)
+        found = _case_json(case) if case is not None else None
+    if found is None:  # after the commit: the refusal stays on record
+        raise NotFound("no such case")
+    return found

@@ -15,61 +15,41 @@ page with the reason and its status; an unknown request answers 404.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Path, Request
+from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
 
 from crypto.errors import CryptoError
 from vault import dsr
+from vault.api.dpo_forms import (
+    REFUSALS,
+    Dpo,
+    Short,
+    Text,
+    moment,
+    perform,
+    record_view,
+    vault_of,
+)
 from vault.api.pages import render
-from vault.audit import AuditRecord
-from vault.auth.guard import remote_of, require
-from vault.auth.permissions import Permission, Principal
+from vault.auth.guard import remote_of
 from vault.breach_views import list_breaches
 from vault.catalog.breaches import DATA_CATEGORIES, NATURES
 from vault.catalog.dsr import REQUEST_KINDS
 from vault.catalog.models import Organisation
-from vault.core import Vault
-from vault.dsr_erasure import erase
+from vault.dsr_erasure import ErasureOutcome, erase
 from vault.dsr_package import prepare_package, stream_package
 from vault.dsr_rectify import RECTIFIABLE, rectify
 from vault.dsr_restriction import lift_restriction, restrict
 from vault.dsr_search import SubjectIdentifiers, find_subject_studies
 from vault.dsr_views import events_of, list_requests, studies_of
-from vault.errors import (
-    IdentityNotVerified,
-    InvalidInput,
-    RequestNotOpen,
-    VaultError,
-    http_status,
-)
+from vault.errors import VaultError, http_status
 
 router = APIRouter(prefix="/dpo", include_in_schema=False)
-Dpo = Annotated[Principal, Depends(require(Permission.DSR_MANAGE, page=True))]
 RequestId = Annotated[str, Path(max_length=40)]
-Text = Annotated[str, Form(max_length=4000)]
-Short = Annotated[str, Form(max_length=200)]
-REFUSALS = (InvalidInput, RequestNotOpen, IdentityNotVerified)
-
-
-def vault_of(request: Request) -> Vault:
-    return request.app.state.vault
-
-
-def moment(value: str, what: str) -> datetime:
-    """A form's ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM`` value, as UTC.
-
-    Raises:
-        InvalidInput: not a date.
-    """
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError as exc:
-        raise InvalidInput(f"the {what} is not a date (YYYY-MM-DD)", reason="date") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 @router.get("", response_class=HTMLResponse)
@@ -104,19 +84,18 @@ def open_request(
     reference: Short = "",
     note: Text = "",
 ) -> Response:
-    vault = vault_of(request)
-    try:
-        opened = dsr.open_request(
-            vault,
+    return perform(
+        lambda: dsr.open_request(
+            vault_of(request),
             kind=kind,
             received_at=moment(received, "date of receipt"),
             actor=principal.actor,
             reference=reference or None,
             note=note,
-        )
-    except REFUSALS as exc:
-        return overview_page(request, status_code=http_status(exc), error=str(exc))
-    return RedirectResponse(f"/dpo/requests/{opened.id}", status_code=303)
+        ),
+        refused=partial(overview_page, request),
+        then=lambda opened: _done(opened.id),
+    )
 
 
 @router.get("/requests/{request_id}", response_class=HTMLResponse)
@@ -124,18 +103,6 @@ def request_page(request: Request, principal: Dpo, request_id: RequestId) -> Res
     page = _detail(request, request_id)
     record_view(request, principal, "dsr", dsr.get_request(vault_of(request), request_id).id)
     return page
-
-
-def record_view(request: Request, principal: Principal, kind: str, object_id: str) -> None:
-    """Record that the DPO read a request's or incident's page (its notes are opened there)."""
-    record = AuditRecord(
-        principal.actor,
-        f"{kind}.view",
-        object_type=kind,
-        object_id=object_id,
-        remote=remote_of(request),
-    )
-    vault_of(request).audit.record(record)
 
 
 def _detail(
@@ -187,25 +154,29 @@ def search(
     given = SubjectIdentifiers(
         patient_id, (issuer,), organisation_id or None, name or None, birth_date or None
     )
-    try:
-        found = find_subject_studies(vault_of(request), request_id, given, actor=principal.actor)
-    except REFUSALS as exc:
-        return _detail(request, request_id, status_code=http_status(exc), error=str(exc))
-    notice = f"{len(found.matched)} studies matched; {found.excluded} left out by the header check"
-    return _detail(request, request_id, notice=notice)
+    return perform(
+        lambda: find_subject_studies(vault_of(request), request_id, given, actor=principal.actor),
+        refused=partial(_detail, request, request_id),
+        then=lambda found: _detail(
+            request,
+            request_id,
+            notice=f"{len(found.matched)} studies matched; "
+            f"{found.excluded} left out by the header check",
+        ),
+    )
 
 
 @router.post("/requests/{request_id}/verify")
 def verify(
     request: Request, principal: Dpo, request_id: RequestId, method: Short, note: Text = ""
 ) -> Response:
-    try:
-        dsr.verify_identity(
+    return perform(
+        lambda: dsr.verify_identity(
             vault_of(request), request_id, actor=principal.actor, method=method, note=note
-        )
-    except REFUSALS as exc:
-        return _detail(request, request_id, status_code=http_status(exc), error=str(exc))
-    return _done(request_id)
+        ),
+        refused=partial(_detail, request, request_id),
+        then=lambda _: _done(request_id),
+    )
 
 
 @router.post("/requests/{request_id}/extend")
@@ -217,14 +188,18 @@ def extend(
     reason: Short,
     note: Text = "",
 ) -> Response:
-    vault = vault_of(request)
-    try:
-        dsr.extend_deadline(
-            vault, request_id, actor=principal.actor, months=months, reason=reason, note=note
-        )
-    except REFUSALS as exc:
-        return _detail(request, request_id, status_code=http_status(exc), error=str(exc))
-    return _done(request_id)
+    return perform(
+        lambda: dsr.extend_deadline(
+            vault_of(request),
+            request_id,
+            actor=principal.actor,
+            months=months,
+            reason=reason,
+            note=note,
+        ),
+        refused=partial(_detail, request, request_id),
+        then=lambda _: _done(request_id),
+    )
 
 
 @router.post("/requests/{request_id}/package")
@@ -263,20 +238,22 @@ def rectify_attributes(
     """Correct the attributes given (fields left empty stay as they are)."""
     given = zip(RECTIFIABLE, (patient_name, birth_date, sex, patient_id, issuer), strict=True)
     changes = {keyword: value for keyword, value in given if value.strip()}
-    try:
-        done = rectify(vault_of(request), request_id, changes, actor=principal.actor)
-    except REFUSALS as exc:
-        return _detail(request, request_id, status_code=http_status(exc), error=str(exc))
-    return _detail(request, request_id, notice=f"{len(done)} studies rectified")
+    return perform(
+        lambda: rectify(vault_of(request), request_id, changes, actor=principal.actor),
+        refused=partial(_detail, request, request_id),
+        then=lambda done: _detail(request, request_id, notice=f"{len(done)} studies rectified"),
+    )
 
 
 @router.post("/requests/{request_id}/restrict", response_class=HTMLResponse)
 def restrict_studies(request: Request, principal: Dpo, request_id: RequestId) -> Response:
-    try:
-        placed = restrict(vault_of(request), request_id, actor=principal.actor)
-    except REFUSALS as exc:
-        return _detail(request, request_id, status_code=http_status(exc), error=str(exc))
-    return _detail(request, request_id, notice=f"{len(placed)} studies restricted")
+    return perform(
+        lambda: restrict(vault_of(request), request_id, actor=principal.actor),
+        refused=partial(_detail, request, request_id),
+        then=lambda placed: _detail(
+            request, request_id, notice=f"{len(placed)} studies restricted"
+        ),
+    )
 
 
 @router.post("/requests/{request_id}/lift-restriction", response_class=HTMLResponse)
@@ -289,26 +266,32 @@ def lift(request: Request, principal: Dpo, request_id: RequestId) -> Response:
 def erase_studies(
     request: Request, principal: Dpo, request_id: RequestId, legal_obligation: Short = ""
 ) -> Response:
-    vault = vault_of(request)
-    try:
-        outcome = erase(
-            vault, request_id, actor=principal.actor, legal_obligation=legal_obligation or None
-        )
-    except REFUSALS as exc:
-        return _detail(request, request_id, status_code=http_status(exc), error=str(exc))
+    return perform(
+        lambda: erase(
+            vault_of(request),
+            request_id,
+            actor=principal.actor,
+            legal_obligation=legal_obligation or None,
+        ),
+        refused=partial(_detail, request, request_id),
+        then=lambda outcome: _detail(request, request_id, notice=_erasure_notice(outcome)),
+    )
+
+
+def _erasure_notice(outcome: ErasureOutcome) -> str:
     refused = ", ".join(sorted(set(outcome.refused.values())))
     notice = f"{len(outcome.erased)} studies erased, {len(outcome.refused)} refused"
-    return _detail(request, request_id, notice=f"{notice} ({refused})" if refused else notice)
+    return f"{notice} ({refused})" if refused else notice
 
 
 @router.post("/requests/{request_id}/close")
 def close(
     request: Request, principal: Dpo, request_id: RequestId, outcome: Short, note: Text = ""
 ) -> Response:
-    try:
-        dsr.close_request(
+    return perform(
+        lambda: dsr.close_request(
             vault_of(request), request_id, actor=principal.actor, outcome=outcome, note=note
-        )
-    except REFUSALS as exc:
-        return _detail(request, request_id, status_code=http_status(exc), error=str(exc))
-    return _done(request_id)
+        ),
+        refused=partial(_detail, request, request_id),
+        then=lambda _: _done(request_id),
+    )

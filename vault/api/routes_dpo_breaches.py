@@ -12,26 +12,19 @@ access log as the DPO; opening an incident's page is recorded as
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from vault import breaches
+from vault.api.dpo_forms import Dpo, Short, Text, moment, perform, record_view, vault_of
 from vault.api.pages import render
-from vault.api.routes_dpo import (
-    REFUSALS,
-    Dpo,
-    Short,
-    Text,
-    moment,
-    overview_page,
-    record_view,
-    vault_of,
-)
+from vault.api.routes_dpo import overview_page
 from vault.breach_views import get_breach, texts_of
 from vault.catalog.breaches import DATA_CATEGORIES, ENTRY_KINDS, NATURES
-from vault.errors import InvalidInput, http_status
+from vault.errors import InvalidInput
 
 router = APIRouter(prefix="/dpo/breaches", include_in_schema=False)
 BreachId = Annotated[str, Path(max_length=40)]
@@ -68,10 +61,9 @@ def record(
     records: Count = "",
     reference: Short = "",
 ) -> Response:
-    vault = vault_of(request)
-    try:
-        breach = breaches.record_breach(
-            vault,
+    return perform(
+        lambda: breaches.record_breach(
+            vault_of(request),
             detected_at=moment(detected, "detection time"),
             nature=nature,
             description=description,
@@ -80,10 +72,10 @@ def record(
             subjects=number(subjects),
             records=number(records),
             reference=reference or None,
-        )
-    except REFUSALS as exc:
-        return overview_page(request, status_code=http_status(exc), error=str(exc))
-    return _done(breach.id)
+        ),
+        refused=partial(overview_page, request),
+        then=lambda breach: _done(breach.id),
+    )
 
 
 @router.get("/{breach_id}", response_class=HTMLResponse)
@@ -129,8 +121,8 @@ def assess(
     lessons: Text = "",
 ) -> Response:
     texts = {"consequences": consequences, "measures": measures, "lessons": lessons}
-    try:
-        breaches.update_assessment(
+    return perform(
+        lambda: breaches.update_assessment(
             vault_of(request),
             breach_id,
             actor=principal.actor,
@@ -138,10 +130,10 @@ def assess(
             subjects=number(subjects),
             records=number(records),
             texts={field: text for field, text in texts.items() if text.strip()},
-        )
-    except REFUSALS as exc:
-        return _page(request, breach_id, status_code=http_status(exc), error=str(exc))
-    return _done(breach_id)
+        ),
+        refused=partial(_page, request, breach_id),
+        then=lambda _: _done(breach_id),
+    )
 
 
 @router.post("/{breach_id}/entries")
@@ -153,18 +145,18 @@ def add_entry(
     text: Text,
     at: Short = "",
 ) -> Response:
-    try:
-        breaches.add_entry(
+    return perform(
+        lambda: breaches.add_entry(
             vault_of(request),
             breach_id,
             actor=principal.actor,
             kind=kind,
             text=text,
             at=moment(at, "time") if at.strip() else None,
-        )
-    except REFUSALS as exc:
-        return _page(request, breach_id, status_code=http_status(exc), error=str(exc))
-    return _done(breach_id)
+        ),
+        refused=partial(_page, request, breach_id),
+        then=lambda _: _done(breach_id),
+    )
 
 
 @router.post("/{breach_id}/notify")
@@ -177,8 +169,8 @@ def notify(
     exemption: Short = "",
     authority_reference: Short = "",
 ) -> Response:
-    try:
-        breaches.record_notification(
+    return perform(
+        lambda: breaches.record_notification(
             vault_of(request),
             breach_id,
             actor=principal.actor,
@@ -186,16 +178,16 @@ def notify(
             at=moment(at, "notification time") if at.strip() else None,
             exemption=exemption or None,
             authority_reference=authority_reference or None,
-        )
-    except REFUSALS as exc:
-        return _page(request, breach_id, status_code=http_status(exc), error=str(exc))
-    return _done(breach_id)
+        ),
+        refused=partial(_page, request, breach_id),
+        then=lambda _: _done(breach_id),
+    )
 
 
 @router.post("/{breach_id}/close")
 def close(request: Request, principal: Dpo, breach_id: BreachId) -> Response:
-    try:
-        breaches.close_breach(vault_of(request), breach_id, actor=principal.actor)
-    except REFUSALS as exc:
-        return _page(request, breach_id, status_code=http_status(exc), error=str(exc))
-    return _done(breach_id)
+    return perform(
+        lambda: breaches.close_breach(vault_of(request), breach_id, actor=principal.actor),
+        refused=partial(_page, request, breach_id),
+        then=lambda _: _done(breach_id),
+    )

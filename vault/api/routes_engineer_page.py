@@ -154,8 +154,18 @@ def engineer_cases(session: Session, principal: Principal) -> list[CaseView]:
 
 @router.get("/engineer", response_class=HTMLResponse)
 def engineer_page(request: Request, principal: EngineerPage) -> Response:
-    with _vault(request).catalog.read_session() as session:
+    vault = _vault(request)
+    with vault.catalog.read_session() as session:
         cases = engineer_cases(session, principal)
+    listed = sum(len(case.studies) for case in cases)
+    record = AuditRecord(
+        principal.actor,
+        "study.list",
+        object_type="query",
+        remote=remote_of(request),
+        detail={"results": listed},
+    )
+    vault.audit.record(record)
     return render(request, "engineer.html", cases=cases, states=STATES)
 
 

@@ -13,8 +13,6 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 
 from minio import Minio
 from minio.commonconfig import GOVERNANCE
@@ -24,11 +22,11 @@ from minio.retention import Retention
 from vault.errors import NotFound, StorageUnavailable
 from vault.store._s3_errors import TRANSPORT_ERRORS, storage_errors
 from vault.store._s3_lock import lock_headers
+from vault.store._writer_state import ABORTED, COMMITTED, OPEN, WriterLifecycle
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/octet-stream"
-_OPEN, _COMMITTED, _ABORTED = "open", "committed", "aborted"
 
 
 def _abort_upload(client: Minio, bucket: str, key: str, upload_id: str) -> None:
@@ -52,7 +50,7 @@ def _remove_object(client: Minio, bucket: str, key: str) -> None:
         log.warning("could not remove an object after a failed commit (%s)", type(exc).__name__)
 
 
-class S3ObjectWriter:
+class S3ObjectWriter(WriterLifecycle):
     """Streams one object to S3, part by part."""
 
     def __init__(
@@ -76,7 +74,7 @@ class S3ObjectWriter:
         self._parts: list[Part] = []
         self._finalizer: weakref.finalize | None = None
         self._commit_sent = False
-        self._state = _OPEN
+        self._state = OPEN
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data``, sending every part that fills; returns its length.
@@ -119,16 +117,16 @@ class S3ObjectWriter:
                 self._client._complete_multipart_upload(
                     self._bucket, self._name, self._upload_id, self._parts
                 )
-        self._state = _COMMITTED
+        self._state = COMMITTED
         self._buffer = bytearray()
         if self._finalizer is not None:
             self._finalizer.detach()
 
     def abort(self) -> None:
         """Abort the upload and drop the buffer. Does nothing once committed or aborted."""
-        if self._state != _OPEN:
+        if self._state != OPEN:
             return
-        self._state = _ABORTED
+        self._state = ABORTED
         self._buffer = bytearray()
         if self._finalizer is not None:
             self._finalizer()
@@ -176,21 +174,3 @@ class S3ObjectWriter:
         except (StorageUnavailable, NotFound):
             self.abort()
             raise
-
-    def _require_open(self) -> None:
-        if self._state != _OPEN:
-            raise ValueError(f"object writer already {self._state}")
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None:
-            self.abort()
-        elif self._state == _OPEN:
-            self.commit()

@@ -22,17 +22,16 @@ import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import BinaryIO, Self
+from typing import BinaryIO
 
 from vault.errors import NotFound, StorageUnavailable
 from vault.store._keys import checked_key
+from vault.store._writer_state import ABORTED, COMMITTED, OPEN, WriterLifecycle
 from vault.store.base import OBJECT_KEY_PREFIX, new_object_key
 
 TEMP_PREFIX = ".tmp-"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-_OPEN, _COMMITTED, _ABORTED = "open", "committed", "aborted"
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -61,7 +60,7 @@ def _remove_if_older(path: Path, cutoff: float) -> int:
     return 1
 
 
-class FilesystemObjectWriter:
+class FilesystemObjectWriter(WriterLifecycle):
     """Writes one object to a temporary file and renames it into place on commit."""
 
     def __init__(self, key: str, final_path: Path) -> None:
@@ -72,7 +71,7 @@ class FilesystemObjectWriter:
         fd = os.open(self._temp_path, flags, FILE_MODE)
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self._finalizer = weakref.finalize(self, _discard, self._file, self._temp_path)
-        self._state = _OPEN
+        self._state = OPEN
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data``; returns its length.
@@ -110,7 +109,7 @@ class FilesystemObjectWriter:
             self.abort()
             raise StorageUnavailable("the object could not be stored durably") from exc
         self._finalizer.detach()
-        self._state = _COMMITTED
+        self._state = COMMITTED
         try:
             _fsync_directory(self._final_path.parent)
         except OSError as exc:
@@ -119,27 +118,9 @@ class FilesystemObjectWriter:
 
     def abort(self) -> None:
         """Discard the temporary file. Does nothing once committed or aborted."""
-        if self._state == _OPEN:
-            self._state = _ABORTED
+        if self._state == OPEN:
+            self._state = ABORTED
             self._finalizer()
-
-    def _require_open(self) -> None:
-        if self._state != _OPEN:
-            raise ValueError(f"object writer already {self._state}")
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None:
-            self.abort()
-        elif self._state == _OPEN:
-            self.commit()
 
 
 class FilesystemObjectStore:

@@ -1,0 +1,45 @@
+"""What the ``dicom-vault`` command groups share: their vault, their actor, refusals, dates.
+
+A command opens the vault from the environment's settings, acts as ``cli``
+in the access log, and turns a refusal into its reason on standard error and
+exit status 2 (:func:`refusals_exit`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import typer
+
+from vault.core import Vault, open_vault
+from vault.errors import InvalidInput, VaultError
+from vault.settings import Settings
+
+ACTOR = "cli"
+
+
+def cli_vault() -> Vault:
+    """The vault the environment's settings describe."""
+    return open_vault(Settings())
+
+
+@contextmanager
+def refusals_exit(*errors: type[Exception]) -> Iterator[None]:
+    """Print a refusal (``errors``, by default any :class:`VaultError`) and exit with status 2."""
+    caught: tuple[type[Exception], ...] = errors or (VaultError,)
+    try:
+        yield
+    except caught as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+
+
+def parse_date(value: str) -> datetime:
+    """``YYYY-MM-DD`` (or an ISO date-time) as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInput("dates are YYYY-MM-DD", reason="date") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
