@@ -30,6 +30,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel
 from sqlalchemy import select
 
 from crypto.errors import CryptoError
+from vault.audit import AuditRecord
 from vault.catalog.models import Instance, PacsNode, Study
 from vault.core import Vault
 from vault.errors import VaultError
@@ -178,6 +179,7 @@ class _ReportJob:
         outcome = check_commitment(vault, self._organisation_id, self._references)
         for study_id in sorted(outcome.study_ids):
             settle_study(vault, study_id, self._context.hooks)
+        self._record(outcome)
         event_type, report = commitment_report(self._transaction_uid, outcome)
         sent = self._send_same_association(event_type, report) or self._send_new_association(
             event_type, report
@@ -188,6 +190,26 @@ class _ReportJob:
             len(outcome.committed),
             len(outcome.failed),
             sent,
+        )
+
+    def _record(self, outcome: CommitmentOutcome) -> None:
+        """The check read (decrypted) every instance asked about: it goes in the access log,
+        before the report is sent."""
+        requestor = self._assoc.requestor
+        self._context.vault.audit.record(
+            AuditRecord(
+                actor=f"pacs:{self._node_id}",
+                action="commitment.check",
+                outcome="success" if not outcome.failed else "partial",
+                object_type="pacs_node",
+                object_id=self._node_id,
+                remote=f"{requestor.address}:{requestor.port}",
+                detail={
+                    "committed": len(outcome.committed),
+                    "failed": len(outcome.failed),
+                    "studies": len(outcome.study_ids),
+                },
+            )
         )
 
     def _send_same_association(self, event_type: int, report: Dataset) -> bool:

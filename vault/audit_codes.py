@@ -115,6 +115,7 @@ EVENT_KINDS: dict[str, EventKind] = {
     # receiving studies (upload, C-STORE, CLI)
     "instance.store": _RECEIVED,
     "association": EventKind(NETWORK_ENTRY, (ATTACH,), "E", SOURCE, DESTINATION),
+    "commitment.check": EventKind(INSTANCES_ACCESSED, (), "R", lifecycle="6"),
     "upload.create": EventKind(BEGIN_TRANSFER, (), "E", SOURCE, DESTINATION),
     "upload.file": _RECEIVED,
     "upload.complete": _RECEIVED,
