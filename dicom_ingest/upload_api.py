@@ -11,6 +11,9 @@ upload or case out of reach answers 404):
   (HEAD, PATCH, DELETE), every response carrying ``Tus-Resumable``;
 - ``GET .../files/{file_id}/result``: what became of a file.
 
+Reads of upload state are recorded (``upload.list``, ``upload.read``, internal
+ids and counts only); the tus HEAD and OPTIONS probes are not.
+
 Request bodies are never read whole: :class:`dicom_ingest._upload_pipe.BodyPipe`
 hands them chunk by chunk to the ingest code in a worker thread. Bodies must
 be ``application/offset+octet-stream``; any other type is refused before the
@@ -48,6 +51,7 @@ from dicom_ingest._tus_http import (
 from dicom_ingest._upload_locks import FileLocks
 from dicom_ingest._upload_pipe import BodyCut, BodyPipe
 from dicom_ingest.uploads import FileStatus, Uploads, UploadStatus, file_kind
+from vault.audit import AuditRecord
 from vault.auth.guard import remote_of, require
 from vault.auth.permissions import Permission, Principal
 from vault.errors import BadRequest, VaultError
@@ -78,6 +82,21 @@ def _locks(request: Request) -> FileLocks:
     if locks is None:
         locks = request.app.state.upload_locks = FileLocks()
     return locks
+
+
+def _record_read(
+    request: Request, principal: Principal, action: str, kind: str, oid: str, **detail: str | int
+) -> None:
+    """Record that the caller read upload state (internal ids and counts only)."""
+    record = AuditRecord(
+        principal.actor,
+        action,
+        object_type=kind,
+        object_id=oid,
+        remote=remote_of(request),
+        detail=detail,
+    )
+    _uploads(request).vault.audit.record(record)
 
 
 def _file_url(upload_id: str, file_id: str) -> str:
@@ -282,13 +301,17 @@ def list_uploads(
     request: Request, principal: Uploader, case_id: Annotated[str, Query(max_length=32)]
 ) -> list[UploadOut]:
     """The caller's open uploads for a case (a reloaded page continues one)."""
-    return [_upload_out(s) for s in _uploads(request).list_open(principal, case_id)]
+    found = _uploads(request).list_open(principal, case_id)
+    _record_read(request, principal, "upload.list", "case", case_id, uploads=len(found))
+    return [_upload_out(s) for s in found]
 
 
 @router.get("/{upload_id}", response_model=UploadOut)
 def get_upload(request: Request, upload_id: Id, principal: Uploader) -> UploadOut:
     """An upload's state and its files counted by outcome."""
-    return _upload_out(_uploads(request).status(principal, upload_id))
+    status = _uploads(request).status(principal, upload_id)
+    _record_read(request, principal, "upload.read", "upload", upload_id)
+    return _upload_out(status)
 
 
 @router.post("/{upload_id}/complete", response_model=Completed)
@@ -302,6 +325,7 @@ def complete_upload(request: Request, upload_id: Id, principal: Uploader) -> Com
 def file_result(request: Request, upload_id: Id, file_id: Id, principal: Uploader) -> FileResult:
     """What became of a file: its state, and each refusal with its reason."""
     status = _uploads(request).file_status(principal, upload_id, file_id)
+    _record_read(request, principal, "upload.read", "upload", upload_id, file=file_id)
     return FileResult(
         state=status.state,
         offset=status.offset,

@@ -121,6 +121,8 @@ EVENT_KINDS: dict[str, EventKind] = {
     "upload.complete": _RECEIVED,
     "upload.file.terminate": _WITHDRAWN,
     "upload.abandon": _WITHDRAWN,
+    "upload.list": EventKind(QUERY, (), "E", DESTINATION, SOURCE),
+    "upload.read": EventKind(ORDER_RECORD, (), "R", lifecycle="6"),
     # reading, downloading, exporting
     "instance.read": _SENT,
     "study.download": _SENT,
@@ -158,10 +160,12 @@ EVENT_KINDS: dict[str, EventKind] = {
     "admin.case-create": EventKind(ORDER_RECORD, (), "C", lifecycle="1"),
     "admin.pacs-create": _security(NETWORK_CONFIGURATION, "C"),
     "pacs.add": _security(NETWORK_CONFIGURATION, "C"),
+    "admin.view": EventKind(QUERY, (), "E", DESTINATION, SOURCE),
     "token.create": _security(USER_SECURITY_CHANGED, "C"),
     "token.revoke": _security(USER_SECURITY_CHANGED, "D"),
     # data-subject requests (vault.dsr) and the breach register (vault.breaches)
     "dsr.open": EventKind(PATIENT_RECORD, (), "C", lifecycle="1"),
+    "dsr.list": EventKind(QUERY, (), "E", DESTINATION, SOURCE),
     "dsr.verify": EventKind(PATIENT_RECORD, (), "E", lifecycle="4"),
     "dsr.search": EventKind(QUERY, (), "E"),
     "dsr.export": EventKind(EXPORT, (), "R", SOURCE, SOURCE, "11"),

@@ -90,10 +90,21 @@ def load(session: Session, ref: str) -> Breach:
 
 
 def _audit(
-    vault: Vault, session: Session, breach: Breach, actor: str, step: str, **detail: DetailValue
+    vault: Vault,
+    session: Session,
+    breach: Breach,
+    actor: str,
+    step: str,
+    remote: str | None,
+    **detail: DetailValue,
 ) -> None:
     record = AuditRecord(
-        actor, f"breach.{step}", object_type="breach", object_id=breach.id, detail=detail
+        actor,
+        f"breach.{step}",
+        object_type="breach",
+        object_id=breach.id,
+        remote=remote,
+        detail=detail,
     )
     vault.audit.record(record, session=session)
 
@@ -111,6 +122,7 @@ def record_breach(
     nature: Sequence[str],
     description: str,
     actor: str,
+    remote: str | None = None,
     occurred_at: datetime | None = None,
     categories: Sequence[str] = (),
     subjects: int | None = None,
@@ -151,7 +163,7 @@ def record_breach(
         session.add(breach)
         session.flush()
         _seal(vault, session, breach, "description", description)
-        _audit(vault, session, breach, actor, "record", nature=natures)
+        _audit(vault, session, breach, actor, "record", remote, nature=natures)
     return breach
 
 
@@ -160,6 +172,7 @@ def update_assessment(
     ref: str,
     *,
     actor: str,
+    remote: str | None = None,
     categories: Sequence[str] | None = None,
     subjects: int | None = None,
     records: int | None = None,
@@ -185,7 +198,7 @@ def update_assessment(
         for field, text in texts.items():
             _seal(vault, session, breach, field, text)
         changed = ",".join(sorted(texts))
-        _audit(vault, session, breach, actor, "update", texts=changed)
+        _audit(vault, session, breach, actor, "update", remote, texts=changed)
     return breach
 
 
@@ -197,7 +210,14 @@ def _open(session: Session, ref: str) -> Breach:
 
 
 def add_entry(
-    vault: Vault, ref: str, *, actor: str, kind: str, text: str, at: datetime | None = None
+    vault: Vault,
+    ref: str,
+    *,
+    actor: str,
+    kind: str,
+    text: str,
+    at: datetime | None = None,
+    remote: str | None = None,
 ) -> BreachEntry:
     """Add a line to the chronology; the first ``investigation`` line starts the investigation.
 
@@ -210,12 +230,20 @@ def add_entry(
     text = checked_text(text, required=True)
     with vault.catalog.session() as session:
         breach = _open(session, ref)
-        return _entry(vault, session, breach, actor, kind, text, at or vault.clock.now())
+        return _entry(vault, session, breach, (actor, remote), kind, text, at or vault.clock.now())
 
 
 def _entry(
-    vault: Vault, session: Session, breach: Breach, actor: str, kind: str, text: str, at: datetime
+    vault: Vault,
+    session: Session,
+    breach: Breach,
+    who: tuple[str, str | None],
+    kind: str,
+    text: str,
+    at: datetime,
 ) -> BreachEntry:
+    """Add a chronology line by ``who`` (actor, remote address) and record it."""
+    actor, remote = who
     at = _not_future(vault, at, "entry")
     if kind == "investigation" and breach.investigation_started_at is None:
         breach.investigation_started_at = at
@@ -231,7 +259,7 @@ def _entry(
     session.flush()
     key = vault.keyring.data_key(breach.key_id, session=session)
     entry.text_sealed = seal_text(key, text, f"breach:{breach.id}:entry:{entry.seq}")
-    _audit(vault, session, breach, actor, "entry", kind=kind)
+    _audit(vault, session, breach, actor, "entry", remote, kind=kind)
     return entry
 
 
@@ -241,6 +269,7 @@ def record_notification(
     *,
     actor: str,
     party: str,
+    remote: str | None = None,
     at: datetime | None = None,
     authority_reference: str | None = None,
     exemption: str | None = None,
@@ -269,12 +298,13 @@ def record_notification(
         else:
             breach.subjects_notified_at, breach.subjects_exemption = at, exemption
         text = f"{party} notified" if at else f"{party} not notified: {exemption}"
-        _entry(vault, session, breach, actor, "notification", text, at or vault.clock.now())
-        _audit(vault, session, breach, actor, "notify", party=party, exemption=exemption)
+        who, when = (actor, remote), at or vault.clock.now()
+        _entry(vault, session, breach, who, "notification", text, when)
+        _audit(vault, session, breach, actor, "notify", remote, party=party, exemption=exemption)
     return breach
 
 
-def close_breach(vault: Vault, ref: str, *, actor: str) -> Breach:
+def close_breach(vault: Vault, ref: str, *, actor: str, remote: str | None = None) -> Breach:
     """Close the incident once both notification decisions are on record.
 
     Raises:
@@ -288,5 +318,5 @@ def close_breach(vault: Vault, ref: str, *, actor: str) -> Breach:
         if breach.subjects_notified_at is None and breach.subjects_exemption is None:
             raise InvalidInput("record the data subjects' notification or exemption first")
         breach.state, breach.closed_at, breach.closed_by = "closed", vault.clock.now(), actor
-        _audit(vault, session, breach, actor, "close")
+        _audit(vault, session, breach, actor, "close", remote)
     return breach

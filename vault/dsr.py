@@ -94,6 +94,7 @@ def open_request(
     kind: str,
     received_at: datetime,
     actor: str,
+    remote: str | None = None,
     reference: str | None = None,
     note: str = "",
 ) -> DataSubjectRequest:
@@ -124,7 +125,8 @@ def open_request(
         )
         session.add(request)
         session.flush()
-        record_step(vault, session, request, actor, "open", note=note, detail={"kind": kind})
+        detail = {"kind": kind}
+        record_step(vault, session, request, actor, "open", note=note, detail=detail, remote=remote)
     return request
 
 
@@ -175,8 +177,12 @@ def record_step(
     ground: str | None = None,
     detail: Mapping[str, DetailValue] | None = None,
     note: str = "",
+    remote: str | None = None,
 ) -> None:
-    """Add a step to the request's chronology and the access log (inside ``session``)."""
+    """Add a step to the request's chronology and the access log (inside ``session``).
+
+    ``remote`` is the caller's address, recorded with the access-log record.
+    """
     detail = dict(detail or {})
     event = DsrEvent(
         request_id=request.id,
@@ -201,6 +207,7 @@ def record_step(
         outcome=outcome,
         object_type="study" if study_id else "dsr",
         object_id=study_id or request.id,
+        remote=remote,
         detail={**detail, "dsr": request.id} if study_id else detail,
     )
     vault.audit.record(record, session=session)
@@ -211,7 +218,7 @@ def note_context(request_id: str, seq: int) -> str:
 
 
 def verify_identity(
-    vault: Vault, ref: str, *, actor: str, method: str, note: str = ""
+    vault: Vault, ref: str, *, actor: str, method: str, note: str = "", remote: str | None = None
 ) -> DataSubjectRequest:
     """Record that ``actor`` verified the requester's identity by ``method``.
 
@@ -228,12 +235,22 @@ def verify_identity(
             raise InvalidInput("the identity was verified already", reason="verified")
         request.verified_at, request.verified_by = vault.clock.now(), actor
         request.verification_method, request.state = method, "verified"
-        record_step(vault, session, request, actor, "verify", note=note, detail={"method": method})
+        detail = {"method": method}
+        record_step(
+            vault, session, request, actor, "verify", note=note, detail=detail, remote=remote
+        )
     return request
 
 
 def extend_deadline(
-    vault: Vault, ref: str, *, actor: str, months: int, reason: str, note: str = ""
+    vault: Vault,
+    ref: str,
+    *,
+    actor: str,
+    months: int,
+    reason: str,
+    note: str = "",
+    remote: str | None = None,
 ) -> DataSubjectRequest:
     """Extend the deadline by ``months`` (at most two in all, decided within the first month).
 
@@ -256,12 +273,14 @@ def extend_deadline(
         request.extended_months, request.extension_reason = total, reason
         request.due_at = add_months(request.received_at, 1 + total)
         detail = {"months": months, "reason": reason, "due": request.due_at.date().isoformat()}
-        record_step(vault, session, request, actor, "extend", note=note, detail=detail)
+        record_step(
+            vault, session, request, actor, "extend", note=note, detail=detail, remote=remote
+        )
     return request
 
 
 def close_request(
-    vault: Vault, ref: str, *, actor: str, outcome: str, note: str
+    vault: Vault, ref: str, *, actor: str, outcome: str, note: str, remote: str | None = None
 ) -> DataSubjectRequest:
     """Close the request as ``completed``, ``refused`` or ``withdrawn`` with a note.
 
@@ -277,7 +296,9 @@ def close_request(
         request.state, request.closed_at, request.closed_by = outcome, vault.clock.now(), actor
         late = request.closed_at > request.due_at
         detail = {"outcome": outcome, "late": late}
-        record_step(vault, session, request, actor, "close", note=note, detail=detail)
+        record_step(
+            vault, session, request, actor, "close", note=note, detail=detail, remote=remote
+        )
     return request
 
 

@@ -54,7 +54,7 @@ def _hold_ground(session: Session, study_id: str) -> str | None:
     return f"legal-hold:{code}" if code else None
 
 
-def erase_one(vault: Vault, study_id: str, *, actor: str) -> str | None:
+def erase_one(vault: Vault, study_id: str, *, actor: str, remote: str | None = None) -> str | None:
     """Crypto-shred one study now through :func:`vault.retention.erase_study`.
 
     Returns None when erased, else why not: ``legal-hold`` (a hold was placed
@@ -65,7 +65,7 @@ def erase_one(vault: Vault, study_id: str, *, actor: str) -> str | None:
             destroyed already (the data is unreadable).
     """
     try:
-        erase_study(vault, study_id, actor=actor, reason=ERASED)
+        erase_study(vault, study_id, actor=actor, reason=ERASED, remote=remote)
     except UnderLegalHold:
         return "legal-hold"
     except NotFound:
@@ -97,7 +97,12 @@ def _grounds(vault: Vault, study_ids: list[str], obligation: str | None) -> dict
 
 
 def erase(
-    vault: Vault, ref: str, *, actor: str, legal_obligation: str | None = None
+    vault: Vault,
+    ref: str,
+    *,
+    actor: str,
+    legal_obligation: str | None = None,
+    remote: str | None = None,
 ) -> ErasureOutcome:
     """Erase the studies matched to erasure request ``ref``, or record why not.
 
@@ -117,22 +122,24 @@ def erase(
         raise InvalidInput("no stored study is matched to this request", reason="no-studies")
     outcome = ErasureOutcome()
     for study_id, ground in grounds.items():
-        ground = ground or erase_one(vault, study_id, actor=actor)
+        ground = ground or erase_one(vault, study_id, actor=actor, remote=remote)
         if ground is None:
             outcome.erased.append(study_id)
         else:
             outcome.refused[study_id] = ground
     if outcome.erased:
         vault.keyring.seal_periods()  # old catalog backups lose the erased keys too
-    _record(vault, ref, actor, outcome)
+    _record(vault, ref, actor, remote, outcome)
     return outcome
 
 
-def _record(vault: Vault, ref: str, actor: str, outcome: ErasureOutcome) -> None:
+def _record(
+    vault: Vault, ref: str, actor: str, remote: str | None, outcome: ErasureOutcome
+) -> None:
     with vault.catalog.session() as session:
         request = load(session, ref)
         for study_id in outcome.erased:
-            record_step(vault, session, request, actor, "erase", study_id=study_id)
+            record_step(vault, session, request, actor, "erase", study_id=study_id, remote=remote)
         for study_id, ground in outcome.refused.items():
             record_step(
                 vault,
@@ -143,4 +150,5 @@ def _record(vault: Vault, ref: str, actor: str, outcome: ErasureOutcome) -> None
                 outcome="refused",
                 study_id=study_id,
                 ground=ground,
+                remote=remote,
             )

@@ -145,7 +145,9 @@ def _record(
     with vault.catalog.session() as session:
         request = load(session, package.request_id)
         detail = {"studies": len(package.study_ids), "files": len(package.files), "bytes": sent}
-        record_step(vault, session, request, actor, "export", outcome=outcome, detail=detail)
+        record_step(
+            vault, session, request, actor, "export", outcome=outcome, detail=detail, remote=remote
+        )
         for study_id in package.study_ids:
             record = AuditRecord(
                 actor,

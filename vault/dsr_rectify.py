@@ -106,10 +106,17 @@ class _Corrected:
 class _StudyRectifier:
     """Rewrites one study under a new key; see the module docstring."""
 
-    def __init__(self, vault: Vault, changes: Mapping[str, str], ref: str, actor: str) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        changes: Mapping[str, str],
+        ref: str,
+        actor: str,
+        remote: str | None = None,
+    ) -> None:
         self._vault = vault
         self._changes = changes
-        self._ref, self._actor = ref, actor
+        self._ref, self._actor, self._remote = ref, actor, remote
         self._policy = ValidationPolicy.from_settings(vault.settings.policy)
         self._limit = vault.settings.limits.max_file_bytes
 
@@ -174,7 +181,14 @@ class _StudyRectifier:
             request.subject_digests = json.dumps(sorted(digests | {study.patient_digest}))
         detail = {"attributes": ",".join(sorted(self._changes)), "instances": count}
         record_step(
-            self._vault, session, request, self._actor, "rectify", study_id=study.id, detail=detail
+            self._vault,
+            session,
+            request,
+            self._actor,
+            "rectify",
+            study_id=study.id,
+            detail=detail,
+            remote=self._remote,
         )
 
 
@@ -221,6 +235,7 @@ def rectify(
     changes: Mapping[str, str],
     *,
     actor: str,
+    remote: str | None = None,
     redo: Redo | None = None,
 ) -> list[str]:
     """Apply ``changes`` to every study matched to request ``ref``; the studies rectified.
@@ -250,7 +265,7 @@ def rectify(
         raise InvalidInput("no stored study is matched to this request", reason="no-studies")
     redo = redo or redo_pseudonymised_copy(vault)
     for study_id in study_ids:
-        _count, garbage = _StudyRectifier(vault, changes, ref, actor).run(study_id)
+        _count, garbage = _StudyRectifier(vault, changes, ref, actor, remote).run(study_id)
         for object_key in garbage:
             vault.store.delete(object_key)
         if study_id in copies:

@@ -35,7 +35,7 @@ def is_restricted(session: Session, study_id: str) -> bool:
     return session.scalar(query.limit(1)) is not None
 
 
-def restrict(vault: Vault, ref: str, *, actor: str) -> list[str]:
+def restrict(vault: Vault, ref: str, *, actor: str, remote: str | None = None) -> list[str]:
     """Restrict every study matched to request ``ref``; the ids newly restricted.
 
     Raises:
@@ -59,11 +59,13 @@ def restrict(vault: Vault, ref: str, *, actor: str) -> list[str]:
                     request_id=request.id, study_id=study_id, placed_at=now, placed_by=actor
                 )
             )
-            record_step(vault, session, request, actor, "restrict", study_id=study_id)
+            record_step(
+                vault, session, request, actor, "restrict", study_id=study_id, remote=remote
+            )
     return placed
 
 
-def lift_restriction(vault: Vault, ref: str, *, actor: str) -> list[str]:
+def lift_restriction(vault: Vault, ref: str, *, actor: str, remote: str | None = None) -> list[str]:
     """Lift the active restrictions request ``ref`` placed; the study ids lifted.
 
     A restriction outlives the closing of its request (it is the outcome of a
@@ -82,7 +84,8 @@ def lift_restriction(vault: Vault, ref: str, *, actor: str) -> list[str]:
         now = vault.clock.now()
         for row in rows:
             row.lifted_at, row.lifted_by = now, actor
-            record_step(vault, session, request, actor, "lift-restriction", study_id=row.study_id)
+            step, study_id = "lift-restriction", row.study_id
+            record_step(vault, session, request, actor, step, study_id=study_id, remote=remote)
     return [row.study_id for row in rows]
 
 

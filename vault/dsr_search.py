@@ -137,7 +137,7 @@ def _link(
 
 
 def find_subject_studies(
-    vault: Vault, ref: str, given: SubjectIdentifiers, *, actor: str
+    vault: Vault, ref: str, given: SubjectIdentifiers, *, actor: str, remote: str | None = None
 ) -> SearchOutcome:
     """Match the person's studies to request ``ref`` and record the search.
 
@@ -164,5 +164,7 @@ def find_subject_studies(
             "checked_header": bool(given.name or given.birth_date),
         }
         outcome = "success" if matched else "not-found"
-        record_step(vault, session, request, actor, "search", outcome=outcome, detail=detail)
+        record_step(
+            vault, session, request, actor, "search", outcome=outcome, detail=detail, remote=remote
+        )
     return SearchOutcome(len(candidates), matched, len(candidates) - len(matched))

@@ -139,7 +139,9 @@ def _destroy_and_queue(vault: Vault, session: Session, parts: _Parts) -> None:
         )
 
 
-def _shred(vault: Vault, study_id: str, *, actor: str, reason: str) -> Tombstone | None:
+def _shred(
+    vault: Vault, study_id: str, *, actor: str, reason: str, remote: str | None = None
+) -> Tombstone | None:
     """Step 1 for one unheld study (keys, queue, rows, tombstone, record); None if gone or held."""
     now = vault.clock.now()
     with vault.catalog.session() as session:
@@ -165,7 +167,9 @@ def _shred(vault: Vault, study_id: str, *, actor: str, reason: str) -> Tombstone
             "reason": reason,
         }
         action = "study.expire" if reason == EXPIRED else "study.erase"
-        record = AuditRecord(actor, action, object_type="study", object_id=study_id, detail=detail)
+        record = AuditRecord(
+            actor, action, object_type="study", object_id=study_id, remote=remote, detail=detail
+        )
         vault.audit.record(record, session=session)
     return tombstone
 
@@ -270,7 +274,14 @@ def _refuse_if_held(vault: Vault, study_id: str) -> None:
             raise UnderLegalHold("a legal hold covers this study; it is kept until lifted")
 
 
-def erase_study(vault: Vault, study_id: str, *, actor: str, reason: str = ERASED) -> Tombstone:
+def erase_study(
+    vault: Vault,
+    study_id: str,
+    *,
+    actor: str,
+    reason: str = ERASED,
+    remote: str | None = None,
+) -> Tombstone:
     """Crypto-shred study ``study_id`` now, before its expiry (erasure).
 
     The one entry point for erasing a single study (data-subject erasure, an
@@ -279,7 +290,7 @@ def erase_study(vault: Vault, study_id: str, *, actor: str, reason: str = ERASED
     of its objects, in the store or in any catalog backup, can be decrypted;
     its objects (originals and pseudonymised copies) and key envelopes
     deleted; a PHI-free :class:`Tombstone` with reason ``reason`` left; the
-    access log records ``study.erase`` by ``actor``. Objects the store
+    access log records ``study.erase`` by ``actor`` from ``remote``. Objects the store
     cannot delete now stay queued for the daily run.
 
     Raises:
@@ -290,7 +301,7 @@ def erase_study(vault: Vault, study_id: str, *, actor: str, reason: str = ERASED
     """
     reason = _checked_reason(reason)
     _refuse_if_held(vault, study_id)
-    tombstone = _shred(vault, study_id, actor=actor, reason=reason)
+    tombstone = _shred(vault, study_id, actor=actor, reason=reason, remote=remote)
     if tombstone is None:
         _refuse_if_held(vault, study_id)
         raise NotFound("no such study")

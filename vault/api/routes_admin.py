@@ -1,5 +1,6 @@
 """Administration pages: organisations, users and invitations, PACS nodes, cases,
-assignments. Every change is recorded in the access log as the administrator.
+assignments. Every change, and every view of the lists (``admin.view``, counts
+only), is recorded in the access log as the administrator.
 
 One-time links (invitations and password resets) are shown once, on the page
 answering the request that made them, and never again.
@@ -35,10 +36,21 @@ def _vault(request: Request) -> Vault:
 
 
 def _audit(
-    request: Request, session: Session, principal: Principal, action: str, kind: str, oid: str
+    request: Request,
+    session: Session,
+    principal: Principal,
+    action: str,
+    kind: str,
+    oid: str | None,
+    detail: dict[str, int] | None = None,
 ) -> None:
     record = AuditRecord(
-        principal.actor, action, object_type=kind, object_id=oid, remote=remote_of(request)
+        principal.actor,
+        action,
+        object_type=kind,
+        object_id=oid,
+        remote=remote_of(request),
+        detail=detail or {},
     )
     _vault(request).audit.record(record, session=session)
 
@@ -63,10 +75,18 @@ def _back() -> RedirectResponse:
 
 @router.get("", response_class=HTMLResponse)
 def overview(request: Request, principal: Admin) -> Response:
-    return _overview(request)
+    """The lists of organisations, users, PACS nodes and cases; the view is recorded."""
+    return _overview(request, viewer=principal)
 
 
-def _overview(request: Request, *, link: str | None = None, link_email: str = "") -> Response:
+def _overview(
+    request: Request,
+    *,
+    link: str | None = None,
+    link_email: str = "",
+    viewer: Principal | None = None,
+) -> Response:
+    """The admin page; with ``viewer``, ``admin.view`` is recorded (counts only)."""
     vault = _vault(request)
     with vault.catalog.session() as session:
         organisations = list(session.scalars(select(Organisation).order_by(Organisation.name)))
@@ -75,15 +95,19 @@ def _overview(request: Request, *, link: str | None = None, link_email: str = ""
         assigned: dict[str, list[str]] = {}
         for row in session.scalars(select(CaseAssignment)):
             assigned.setdefault(row.case_id, []).append(emails.get(row.user_id, "?"))
+        cases = list(session.scalars(select(Case).order_by(Case.created_at.desc())))
         context = {
             "organisations": organisations,
             "org_names": {org.id: org.name for org in organisations},
             "users": users,
             "roles": ROLES,
             "pacs_nodes": list(session.scalars(select(PacsNode).order_by(PacsNode.ae_title))),
-            "cases": list(session.scalars(select(Case).order_by(Case.created_at.desc()))),
+            "cases": cases,
             "assigned": assigned,
         }
+        if viewer is not None:
+            counts = {"users": len(users), "cases": len(cases), "organisations": len(organisations)}
+            _audit(request, session, viewer, "admin.view", "query", None, counts)
     return render(
         request,
         "admin.html",

@@ -1,7 +1,8 @@
 """The data-protection officer's pages: data-subject requests (the breach register is beside).
 
 ``GET /dpo`` lists the open requests by deadline (overdue ones highlighted)
-and the open incidents of the breach register. Each request has its page:
+and the open incidents of the breach register (recorded as ``dsr.list``,
+counts only). Each request has its page:
 deadline and extension, identity verification, the studies matched to it,
 the actions its kind calls for (package download, rectification,
 restriction, erasure) and its chronology with the DPO's notes. Every form
@@ -35,7 +36,9 @@ from vault.api.dpo_forms import (
     vault_of,
 )
 from vault.api.pages import render
+from vault.audit import AuditRecord
 from vault.auth.guard import remote_of
+from vault.auth.permissions import Principal
 from vault.breach_views import list_breaches
 from vault.catalog.breaches import DATA_CATEGORIES, NATURES
 from vault.catalog.dsr import REQUEST_KINDS
@@ -54,20 +57,32 @@ RequestId = Annotated[str, Path(max_length=40)]
 
 @router.get("", response_class=HTMLResponse)
 def overview(request: Request, principal: Dpo) -> Response:
-    return overview_page(request)
+    """Open requests and incidents; the view is recorded (``dsr.list``, counts only)."""
+    return overview_page(request, viewer=principal)
 
 
 def overview_page(
-    request: Request, *, status_code: int = 200, error: str | None = None
+    request: Request,
+    *,
+    status_code: int = 200,
+    error: str | None = None,
+    viewer: Principal | None = None,
 ) -> Response:
     vault = vault_of(request)
+    requests, breaches = list_requests(vault), list_breaches(vault)
+    if viewer is not None:
+        counts = {"requests": len(requests), "breaches": len(breaches)}
+        record = AuditRecord(
+            viewer.actor, "dsr.list", object_type="query", remote=remote_of(request), detail=counts
+        )
+        vault.audit.record(record)
     return render(
         request,
         "dpo.html",
         status_code=status_code,
         error=error,
-        requests=list_requests(vault),
-        breaches=list_breaches(vault),
+        requests=requests,
+        breaches=breaches,
         kinds=REQUEST_KINDS,
         natures=NATURES,
         categories=DATA_CATEGORIES,
@@ -90,6 +105,7 @@ def open_request(
             kind=kind,
             received_at=moment(received, "date of receipt"),
             actor=principal.actor,
+            remote=remote_of(request),
             reference=reference or None,
             note=note,
         ),
@@ -155,7 +171,9 @@ def search(
         patient_id, (issuer,), organisation_id or None, name or None, birth_date or None
     )
     return perform(
-        lambda: find_subject_studies(vault_of(request), request_id, given, actor=principal.actor),
+        lambda: find_subject_studies(
+            vault_of(request), request_id, given, actor=principal.actor, remote=remote_of(request)
+        ),
         refused=partial(_detail, request, request_id),
         then=lambda found: _detail(
             request,
@@ -172,7 +190,12 @@ def verify(
 ) -> Response:
     return perform(
         lambda: dsr.verify_identity(
-            vault_of(request), request_id, actor=principal.actor, method=method, note=note
+            vault_of(request),
+            request_id,
+            actor=principal.actor,
+            remote=remote_of(request),
+            method=method,
+            note=note,
         ),
         refused=partial(_detail, request, request_id),
         then=lambda _: _done(request_id),
@@ -193,6 +216,7 @@ def extend(
             vault_of(request),
             request_id,
             actor=principal.actor,
+            remote=remote_of(request),
             months=months,
             reason=reason,
             note=note,
@@ -239,7 +263,9 @@ def rectify_attributes(
     given = zip(RECTIFIABLE, (patient_name, birth_date, sex, patient_id, issuer), strict=True)
     changes = {keyword: value for keyword, value in given if value.strip()}
     return perform(
-        lambda: rectify(vault_of(request), request_id, changes, actor=principal.actor),
+        lambda: rectify(
+            vault_of(request), request_id, changes, actor=principal.actor, remote=remote_of(request)
+        ),
         refused=partial(_detail, request, request_id),
         then=lambda done: _detail(request, request_id, notice=f"{len(done)} studies rectified"),
     )
@@ -248,7 +274,9 @@ def rectify_attributes(
 @router.post("/requests/{request_id}/restrict", response_class=HTMLResponse)
 def restrict_studies(request: Request, principal: Dpo, request_id: RequestId) -> Response:
     return perform(
-        lambda: restrict(vault_of(request), request_id, actor=principal.actor),
+        lambda: restrict(
+            vault_of(request), request_id, actor=principal.actor, remote=remote_of(request)
+        ),
         refused=partial(_detail, request, request_id),
         then=lambda placed: _detail(
             request, request_id, notice=f"{len(placed)} studies restricted"
@@ -258,7 +286,9 @@ def restrict_studies(request: Request, principal: Dpo, request_id: RequestId) ->
 
 @router.post("/requests/{request_id}/lift-restriction", response_class=HTMLResponse)
 def lift(request: Request, principal: Dpo, request_id: RequestId) -> Response:
-    lifted = lift_restriction(vault_of(request), request_id, actor=principal.actor)
+    lifted = lift_restriction(
+        vault_of(request), request_id, actor=principal.actor, remote=remote_of(request)
+    )
     return _detail(request, request_id, notice=f"restriction lifted on {len(lifted)} studies")
 
 
@@ -271,6 +301,7 @@ def erase_studies(
             vault_of(request),
             request_id,
             actor=principal.actor,
+            remote=remote_of(request),
             legal_obligation=legal_obligation or None,
         ),
         refused=partial(_detail, request, request_id),
@@ -290,7 +321,12 @@ def close(
 ) -> Response:
     return perform(
         lambda: dsr.close_request(
-            vault_of(request), request_id, actor=principal.actor, outcome=outcome, note=note
+            vault_of(request),
+            request_id,
+            actor=principal.actor,
+            remote=remote_of(request),
+            outcome=outcome,
+            note=note,
         ),
         refused=partial(_detail, request, request_id),
         then=lambda _: _done(request_id),

@@ -22,6 +22,7 @@ from vault import breaches
 from vault.api.dpo_forms import Dpo, Short, Text, moment, perform, record_view, vault_of
 from vault.api.pages import render
 from vault.api.routes_dpo import overview_page
+from vault.auth.guard import remote_of
 from vault.breach_views import get_breach, texts_of
 from vault.catalog.breaches import DATA_CATEGORIES, ENTRY_KINDS, NATURES
 from vault.errors import InvalidInput
@@ -68,6 +69,7 @@ def record(
             nature=nature,
             description=description,
             actor=principal.actor,
+            remote=remote_of(request),
             categories=categories or (),
             subjects=number(subjects),
             records=number(records),
@@ -126,6 +128,7 @@ def assess(
             vault_of(request),
             breach_id,
             actor=principal.actor,
+            remote=remote_of(request),
             categories=categories,
             subjects=number(subjects),
             records=number(records),
@@ -150,6 +153,7 @@ def add_entry(
             vault_of(request),
             breach_id,
             actor=principal.actor,
+            remote=remote_of(request),
             kind=kind,
             text=text,
             at=moment(at, "time") if at.strip() else None,
@@ -174,6 +178,7 @@ def notify(
             vault_of(request),
             breach_id,
             actor=principal.actor,
+            remote=remote_of(request),
             party=party,
             at=moment(at, "notification time") if at.strip() else None,
             exemption=exemption or None,
@@ -187,7 +192,9 @@ def notify(
 @router.post("/{breach_id}/close")
 def close(request: Request, principal: Dpo, breach_id: BreachId) -> Response:
     return perform(
-        lambda: breaches.close_breach(vault_of(request), breach_id, actor=principal.actor),
+        lambda: breaches.close_breach(
+            vault_of(request), breach_id, actor=principal.actor, remote=remote_of(request)
+        ),
         refused=partial(_page, request, breach_id),
         then=lambda _: _done(breach_id),
     )
