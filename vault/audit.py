@@ -17,9 +17,10 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.orm import Session
 
+from vault._audit_sql import ChainStatements
 from vault.catalog.db import Catalog
 from vault.catalog.models import AuditEvent
 from vault.clock import Clock
@@ -98,8 +99,6 @@ def _lock_chain(connection: Connection) -> None:
 
 
 _PG_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
-_CHAIN_HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-_INSERT = insert(AuditEvent.__table__)  # type: ignore[arg-type]
 
 
 class AuditLog:
@@ -108,6 +107,7 @@ class AuditLog:
     def __init__(self, catalog: Catalog, clock: Clock) -> None:
         self._catalog = catalog
         self._clock = clock
+        self._statements: dict[str, ChainStatements] = {}
 
     def record(self, record: AuditRecord, *, session: Session | None = None) -> None:
         """Append ``record``, inside ``session``'s transaction if one is given."""
@@ -120,12 +120,13 @@ class AuditLog:
     def append(self, connection: Connection, record: AuditRecord) -> None:
         """Append ``record`` inside ``connection``'s open transaction.
 
-        Core statements only (no ORM unit of work): the chain head is read
-        and the new record inserted under the chain lock, so the record
-        commits or rolls back with the caller's other writes.
+        The chain head is read and the new record inserted under the chain
+        lock, on the connection's own driver cursor (:mod:`vault._audit_sql`),
+        so the record commits or rolls back with the caller's other writes.
         """
         _lock_chain(connection)
-        last = connection.execute(_CHAIN_HEAD).first()
+        statements = self._statements_for(connection)
+        last = statements.chain_head(connection)
         seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
         values: dict[str, object] = {
             "seq": seq,
@@ -140,7 +141,14 @@ class AuditLog:
             "prev_hash": prev,
         }
         values["hash"] = _hash(prev, values)
-        connection.execute(_INSERT, values)
+        statements.insert_record(connection, values)
+
+    def _statements_for(self, connection: Connection) -> ChainStatements:
+        name = connection.dialect.name
+        statements = self._statements.get(name)
+        if statements is None:
+            statements = self._statements[name] = ChainStatements.for_dialect(connection.dialect)
+        return statements
 
     def events(self, *, since_seq: int = 0) -> Iterator[AuditEvent]:
         """Records in chain order, streamed from the catalog."""
