@@ -100,8 +100,15 @@ class WriteContext:
 
 
 def _persist_key(connection: Connection, vault: Vault, pending: PendingKey) -> None:
-    """Record a new data key through the keyring (the one owner of key rows)."""
-    with Session(bind=connection) as session:
+    """Record a new data key through the keyring (the one owner of key rows).
+
+    The session joins the caller's transaction as it stands, savepoint
+    included (``rollback_only``): closing it neither commits nor undoes what
+    it flushed. SQLAlchemy's default would, inside the savepoint of a shared
+    group commit, give the session a savepoint of its own and roll it back
+    at close, losing the key row.
+    """
+    with Session(bind=connection, join_transaction_mode="rollback_only") as session:
         vault.keyring.persist(session, pending)
         session.flush()
 

@@ -1,11 +1,13 @@
 """Group commit of the receiver's catalog writes: shared transactions, separate fates.
 
-Writers run in real threads against the embedded catalog (SQLite); each
-write appends an access-log record, as every stored instance does.
+Writers run in real threads against the embedded catalog (SQLite), and the
+pipeline's own writes against both catalogs; each write appends an
+access-log record, as every stored instance does.
 """
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Callable
@@ -15,9 +17,13 @@ from sqlalchemy import Connection, event, select
 from sqlalchemy.exc import OperationalError
 
 from dicom_ingest._group_commit import GroupCommitter
+from dicom_ingest.pipeline import IngestResult
+from dicom_ingest.synthetic import encode, make_ct_series
+from tests.services.vault_env import CaseContext
 from vault.audit import AuditRecord
-from vault.catalog.models import AuditEvent
+from vault.catalog.models import AuditEvent, DataKeyRecord, Instance
 from vault.core import Vault
+from vault.reader import open_instance
 
 WAIT = 60.0  # an upper bound for a hung thread, not a timing check
 
@@ -150,3 +156,27 @@ class TestGroupCommit:
             return int(connection.exec_driver_sql("PRAGMA synchronous").scalar() or 0)
 
         assert committer.run(synchronous) == 2  # FULL: the WAL is synced at every commit
+
+
+class TestNewStudyInASharedCommit:
+    """Instances of a study not yet catalogued, arriving together (4 files at once from
+    the upload page, or several associations) each bring a new data key; when their
+    writes share one transaction, every key row must survive its write's savepoint."""
+
+    def test_every_instance_is_stored_and_its_key_recorded(self, case: CaseContext) -> None:
+        vault, pipeline = case.vault, case.pipeline
+        files = [encode(ds) for ds in make_ct_series(4, rows=32, columns=32, seed=41)]
+        calls = [
+            (lambda data=data: pipeline.ingest(io.BytesIO(data), case.origin)) for data in files
+        ]
+        vault.keyring.generate()  # the key period is made now, not behind the blocker
+        results = queue_behind_blocker(pipeline._writer, calls)  # all four in one transaction
+        assert [type(r) for r in results] == [IngestResult] * len(files), results
+        with vault.catalog.read_session() as session:
+            rows = list(session.scalars(select(Instance)))
+            assert len(rows) == len(files)
+            for row in rows:
+                assert session.get(DataKeyRecord, row.key_id) is not None
+        for result in results:
+            with open_instance(vault, result.instance_id) as stream:  # type: ignore[union-attr]
+                assert stream.read() in files
