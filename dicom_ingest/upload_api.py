@@ -51,8 +51,7 @@ from dicom_ingest._tus_http import (
 from dicom_ingest._upload_locks import FileLocks
 from dicom_ingest._upload_pipe import BodyCut, BodyPipe
 from dicom_ingest.uploads import FileStatus, Uploads, UploadStatus, file_kind
-from vault.audit import AuditRecord
-from vault.auth.guard import remote_of, require
+from vault.auth.guard import caller_record, remote_of, require
 from vault.auth.permissions import Permission, Principal
 from vault.errors import BadRequest, VaultError
 
@@ -88,13 +87,8 @@ def _record_read(
     request: Request, principal: Principal, action: str, kind: str, oid: str, **detail: str | int
 ) -> None:
     """Record that the caller read upload state (internal ids and counts only)."""
-    record = AuditRecord(
-        principal.actor,
-        action,
-        object_type=kind,
-        object_id=oid,
-        remote=remote_of(request),
-        detail=detail,
+    record = caller_record(
+        request, principal, action, object_type=kind, object_id=oid, detail=detail
     )
     _uploads(request).vault.audit.record(record)
 

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 from dicom_ingest.summary import SeriesSummary, middle_instance, summarise
 from dicom_ingest.uploads import find_upload
 from vault.api.pages import render
-from vault.audit import AuditRecord, DetailValue
-from vault.auth.guard import remote_of, require
+from vault.audit import DetailValue
+from vault.auth.guard import caller_record, require
 from vault.auth.permissions import (
     CaseAction,
     Permission,
@@ -122,13 +122,13 @@ def _record(
     outcome: str = "success",
     **detail: DetailValue,
 ) -> None:
-    record = AuditRecord(
-        principal.actor,
+    record = caller_record(
+        request,
+        principal,
         action,
         outcome=outcome,
         object_type=kind,
         object_id=oid,
-        remote=remote_of(request),
         detail=detail,
     )
     _vault(request).audit.record(record)

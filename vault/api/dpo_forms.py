@@ -15,8 +15,7 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Form, Request
 from fastapi.responses import Response
 
-from vault.audit import AuditRecord
-from vault.auth.guard import remote_of, require
+from vault.auth.guard import caller_record, require
 from vault.auth.permissions import Permission, Principal
 from vault.core import Vault
 from vault.errors import IdentityNotVerified, InvalidInput, RequestNotOpen, http_status
@@ -61,11 +60,7 @@ def moment(value: str, what: str) -> datetime:
 
 def record_view(request: Request, principal: Principal, kind: str, object_id: str) -> None:
     """Record that the DPO read a request's or incident's page (its notes are opened there)."""
-    record = AuditRecord(
-        principal.actor,
-        f"{kind}.view",
-        object_type=kind,
-        object_id=object_id,
-        remote=remote_of(request),
+    record = caller_record(
+        request, principal, f"{kind}.view", object_type=kind, object_id=object_id
     )
     vault_of(request).audit.record(record)

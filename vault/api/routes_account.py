@@ -12,8 +12,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from vault.api.pages import render
-from vault.audit import AuditRecord
-from vault.auth.guard import authenticator, remote_of, require
+from vault.auth.guard import authenticator, caller_record, require
 from vault.auth.permissions import (
     CaseAction,
     Permission,
@@ -92,12 +91,12 @@ def create_token(
         token, secret = authenticator(request).tokens.issue(
             session, user, name=name, case_id=case_id or None, days=days
         )
-        record = AuditRecord(
-            principal.actor,
+        record = caller_record(
+            request,
+            principal,
             "token.create",
             object_type="token",
             object_id=token.id,
-            remote=remote_of(request),
             detail={"scope": token.scope, "case": token.case_id},
         )
         vault.audit.record(record, session=session)
@@ -109,12 +108,12 @@ def revoke_token(request: Request, principal: TokenOwner, token_id: str) -> Resp
     vault = _vault(request)
     with vault.catalog.session() as session:
         authenticator(request).tokens.revoke(session, token_id, owner_id=principal.user_id)
-        record = AuditRecord(
-            principal.actor,
+        record = caller_record(
+            request,
+            principal,
             "token.revoke",
             object_type="token",
             object_id=token_id,
-            remote=remote_of(request),
         )
         vault.audit.record(record, session=session)
     return RedirectResponse("/account/tokens", status_code=303)
@@ -151,11 +150,11 @@ def list_cases(request: Request, principal: CaseReader) -> list[dict[str, str]]:
             _case_json(case)
             for case in cases_within_reach(principal, CaseAction.READ, session=session)
         ]
-        record = AuditRecord(
-            principal.actor,
+        record = caller_record(
+            request,
+            principal,
             "case.list",
             object_type="query",
-            remote=remote_of(request),
             detail={"results": len(cases)},
         )
         vault.audit.record(record, session=session)
@@ -169,13 +168,13 @@ def get_case(request: Request, principal: CaseReader, case_id: str) -> dict[str,
     with vault.catalog.session() as session:
         reachable = can_access_case(principal, case_id, CaseAction.READ, session=session)
         case = session.get(Case, case_id) if reachable else None
-        record = AuditRecord(
-            principal.actor,
+        record = caller_record(
+            request,
+            principal,
             "case.read",
             outcome="success" if case is not None else "not-found",
             object_type="case",
             object_id=case_id,
-            remote=remote_of(request),
         )
         vault.audit.record(record, session=session)
         found = _case_json(case) if case is not None else None

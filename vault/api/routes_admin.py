@@ -17,8 +17,7 @@ from sqlalchemy.orm import Session
 
 from vault import admin
 from vault.api.pages import render
-from vault.audit import AuditRecord
-from vault.auth.guard import authenticator, remote_of, require
+from vault.auth.guard import authenticator, caller_record, require
 from vault.auth.links import link_url
 from vault.auth.permissions import Permission, Principal
 from vault.catalog.accounts import ROLES, CaseAssignment, User
@@ -44,13 +43,8 @@ def _audit(
     oid: str | None,
     detail: dict[str, int] | None = None,
 ) -> None:
-    record = AuditRecord(
-        principal.actor,
-        action,
-        object_type=kind,
-        object_id=oid,
-        remote=remote_of(request),
-        detail=detail or {},
+    record = caller_record(
+        request, principal, action, object_type=kind, object_id=oid, detail=detail
     )
     _vault(request).audit.record(record, session=session)
 

@@ -36,8 +36,7 @@ from vault.api.dpo_forms import (
     vault_of,
 )
 from vault.api.pages import render
-from vault.audit import AuditRecord
-from vault.auth.guard import remote_of
+from vault.auth.guard import caller_record, remote_of
 from vault.auth.permissions import Principal
 from vault.breach_views import list_breaches
 from vault.catalog.breaches import DATA_CATEGORIES, NATURES
@@ -72,10 +71,9 @@ def overview_page(
     requests, breaches = list_requests(vault), list_breaches(vault)
     if viewer is not None:
         counts = {"requests": len(requests), "breaches": len(breaches)}
-        record = AuditRecord(
-            viewer.actor, "dsr.list", object_type="query", remote=remote_of(request), detail=counts
+        vault.audit.record(
+            caller_record(request, viewer, "dsr.list", object_type="query", detail=counts)
         )
-        vault.audit.record(record)
     return render(
         request,
         "dpo.html",

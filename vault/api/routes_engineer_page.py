@@ -30,8 +30,7 @@ from sqlalchemy.orm import Session
 
 from crypto.errors import CryptoError
 from vault.api.pages import render
-from vault.audit import AuditRecord
-from vault.auth.guard import remote_of, require
+from vault.auth.guard import caller_record, require
 from vault.auth.permissions import (
     CaseAction,
     Permission,
@@ -158,11 +157,11 @@ def engineer_page(request: Request, principal: EngineerPage) -> Response:
     with vault.catalog.read_session() as session:
         cases = engineer_cases(session, principal)
     listed = sum(len(case.studies) for case in cases)
-    record = AuditRecord(
-        principal.actor,
+    record = caller_record(
+        request,
+        principal,
         "study.list",
         object_type="query",
-        remote=remote_of(request),
         detail={"results": listed},
     )
     vault.audit.record(record)
@@ -231,13 +230,13 @@ def _record(
     request: Request, principal: Principal, study_id: str, outcome: str, instance: str
 ) -> None:
     """``thumbnail.read`` in the access log: who, which study and instance, from where, outcome."""
-    record = AuditRecord(
-        principal.actor,
+    record = caller_record(
+        request,
+        principal,
         "thumbnail.read",
         outcome=outcome,
         object_type="pseudonymised-study",
         object_id=study_id,
-        remote=remote_of(request),
         detail={"instance": instance or None},
     )
     _vault(request).audit.record(record)

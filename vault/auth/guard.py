@@ -13,11 +13,14 @@ and never open pages. A session still waiting for its TOTP code holds only
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
+from vault.audit import AuditRecord, DetailValue
 from vault.auth.login import Authenticator
 from vault.auth.permissions import Permission, Principal, permissions_of
 from vault.auth.sessions import cookie_name, csrf_matches
@@ -49,6 +52,28 @@ def session_cookie(request: Request) -> str | None:
 
 def remote_of(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+
+def caller_record(
+    request: Request,
+    principal: Principal,
+    action: str,
+    *,
+    outcome: str = "success",
+    object_type: str | None = None,
+    object_id: str | None = None,
+    detail: Mapping[str, DetailValue] | None = None,
+) -> AuditRecord:
+    """The access-log record of ``action`` by the request's caller, from its address."""
+    return AuditRecord(
+        principal.actor,
+        action,
+        outcome=outcome,
+        object_type=object_type,
+        object_id=object_id,
+        remote=remote_of(request),
+        detail=dict(detail or {}),
+    )
 
 
 class Require:
