@@ -14,7 +14,8 @@ A finished file is a DICOM instance for :class:`IngestPipeline`, an archive
 for :mod:`dicom_ingest._upload_zip`, a DICOMDIR (named so, or recognised by
 its file meta) checked by :func:`dicom_ingest.sources.check_dicomdir` and
 skipped, or OS junk, skipped. The outcome is recorded with the instances it
-stored, and the held parts are dropped. A body cut off mid-way raises
+stored (for a stored DICOM file, in the very transaction that catalogues its
+instance: one commit per file), and the held parts are dropped. A body cut off mid-way raises
 :class:`~dicom_ingest._upload_pipe.BodyCut`: nothing of it is recorded.
 """
 
@@ -24,6 +25,7 @@ import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import BinaryIO
 
 from sqlalchemy import Connection, insert, update
@@ -84,6 +86,7 @@ class Outcome:
     results: list[IngestResult] = field(default_factory=list)
     refused: list[EntryRefusal] = field(default_factory=list)
     error: VaultError | None = None
+    recorded: bool = False  # written already, with the instance, by the pipeline
 
     @classmethod
     def refusal(cls, exc: VaultError) -> Outcome:
@@ -175,7 +178,8 @@ class Receiver:
         if held != (target.offset if tail is not None else target.length):
             raise OffsetMismatch("another request for this file moved its offset")
         outcome = self._process(target, parts, tail)
-        self._record(target, outcome)
+        if not outcome.recorded:
+            self._record(target, outcome)
         if parts:
             drop_held(self._vault, [target.file_id])
         return outcome
@@ -193,10 +197,17 @@ class Receiver:
                 if target.kind == "dicomdir" or looks_like_dicomdir(head):
                     check_dicomdir(whole)  # type: ignore[arg-type]
                     return Outcome("skipped")
-                result = self._pipeline.ingest(whole, target.origin)  # type: ignore[arg-type]
+                also = partial(self._record_with_instance, target)
+                result = self._pipeline.ingest(whole, target.origin, also=also)  # type: ignore[arg-type]
             except VaultError as exc:
                 return Outcome.refusal(exc)
-        return Outcome("duplicate" if result.duplicate else "stored", results=[result])
+        return Outcome(_state_of(result), results=[result], recorded=True)
+
+    def _record_with_instance(
+        self, target: Target, connection: Connection, result: IngestResult
+    ) -> None:
+        """The file's outcome, written in the pipeline's transaction for its instance."""
+        self._write_outcome(connection, target, Outcome(_state_of(result), results=[result]))
 
     def _archive(self, target: Target, parts: list[HeldPart]) -> Outcome:
         def ingest(entry: BinaryIO) -> IngestResult:
@@ -219,6 +230,11 @@ class Receiver:
 
     def _record(self, target: Target, outcome: Outcome) -> None:
         """Record the outcome and the instances it stored (no-op if already finished)."""
+        with self._vault.catalog.engine.begin() as connection:
+            self._write_outcome(connection, target, outcome)
+
+    def _write_outcome(self, connection: Connection, target: Target, outcome: Outcome) -> None:
+        """Write the outcome in ``connection``'s transaction (no-op if already finished)."""
         now = self._vault.clock.now()
         kept = [refusal.as_dict() for refusal in outcome.refused[:MAX_REFUSALS_KEPT]]
         values = {
@@ -231,22 +247,21 @@ class Receiver:
             "updated_at": now,
         }
         files = UploadFile.__table__
-        with self._vault.catalog.engine.begin() as connection:
-            if not target.recorded:
-                row = {"id": target.file_id, "upload_id": target.upload_id, "kind": target.kind}
-                row |= {"length": target.length, "created_at": now}
-                connection.execute(insert(files).values(**row, **values))
-            else:
-                finished = connection.execute(
-                    update(files)
-                    .where(files.c.id == target.file_id, files.c.state == "receiving")
-                    .values(**values)
-                )
-                if not finished.rowcount:
-                    return
-            _link_instances(connection, target, outcome.results)
-            if target.kind != "dicom":
-                self._audit(connection, target, outcome)
+        if not target.recorded:
+            row = {"id": target.file_id, "upload_id": target.upload_id, "kind": target.kind}
+            row |= {"length": target.length, "created_at": now}
+            connection.execute(insert(files).values(**row, **values))
+        else:
+            finished = connection.execute(
+                update(files)
+                .where(files.c.id == target.file_id, files.c.state == "receiving")
+                .values(**values)
+            )
+            if not finished.rowcount:
+                return
+        _link_instances(connection, target, outcome.results)
+        if target.kind != "dicom":
+            self._audit(connection, target, outcome)
 
     def _audit(self, connection: Connection, target: Target, outcome: Outcome) -> None:
         """Archives, DICOMDIR files and junk: the pipeline records instances, this the file."""
@@ -269,6 +284,10 @@ class Receiver:
                 },
             ),
         )
+
+
+def _state_of(result: IngestResult) -> str:
+    return "duplicate" if result.duplicate else "stored"
 
 
 def _link_instances(connection: Connection, target: Target, results: list[IngestResult]) -> None:

@@ -94,6 +94,9 @@ class IngestResult:
 
 
 StudyListener = Callable[[str], None]
+CatalogHook = Callable[[Connection, IngestResult], None]
+"""An entry point's own catalog writes for an instance (an upload file's outcome),
+made in the transaction that records the instance."""
 
 
 class _DataKeys:
@@ -142,24 +145,34 @@ class IngestPipeline:
         self._writer = GroupCommitter(vault.catalog.engine)
         self._reader = vault.catalog.engine.execution_options(catalog_readonly=True)
 
-    def ingest(self, source: BinaryIO, origin: IngestOrigin) -> IngestResult:
+    def ingest(
+        self, source: BinaryIO, origin: IngestOrigin, *, also: CatalogHook | None = None
+    ) -> IngestResult:
         """Store one Part 10 instance read from ``source``.
+
+        Parameters:
+            also: the entry point's own catalog writes for this instance, run
+                once in the transaction that records it (with its access-log
+                record), so that one commit makes both durable; not run when
+                the instance is refused.
 
         Raises:
             VaultError: the instance was refused; nothing of it was stored.
         """
         try:
-            result = self._ingest(source, origin)
+            result = self._ingest(source, origin, also)
         except (VaultError, CryptoError) as exc:
             self._audit_refusal(origin, exc)
             raise
         if result.duplicate:
-            self._audit_stored(origin, result)
+            self._writer.run(partial(self._record_duplicate, origin, result, also))
         if self._on_study_updated is not None:
             self._on_study_updated(result.study_id)
         return result
 
-    def _ingest(self, source: BinaryIO, origin: IngestOrigin) -> IngestResult:
+    def _ingest(
+        self, source: BinaryIO, origin: IngestOrigin, also: CatalogHook | None
+    ) -> IngestResult:
         header, prefix = read_header(source, max_header_bytes=self._limits.max_header_bytes)
         _check_declared_class(header, origin)
         facts = validate(header, self._policy)
@@ -183,7 +196,7 @@ class IngestPipeline:
             before_commit=completeness.finish,
         )
         new = NewInstance(facts, stored.sha256, stored.size, stored.object_key, key.key_id)
-        return self._record(new, lookup, origin, pending)
+        return self._record(new, lookup, origin, pending, also)
 
     def _lookup(self, facts: InstanceFacts, origin: IngestOrigin) -> StudyLookup:
         index = self._vault.index
@@ -208,10 +221,11 @@ class IngestPipeline:
         lookup: StudyLookup,
         origin: IngestOrigin,
         pending: PendingKey | None,
+        also: CatalogHook | None,
     ) -> IngestResult:
         """Catalogue ``new``; on any failure, or if it turns out a duplicate, drop its object."""
         try:
-            stored, duplicate = self._record_with_retry(new, lookup, origin, pending)
+            stored, duplicate = self._record_with_retry(new, lookup, origin, pending, also)
         except BaseException:
             self._vault.store.delete(new.object_key)
             raise
@@ -225,32 +239,47 @@ class IngestPipeline:
         lookup: StudyLookup,
         origin: IngestOrigin,
         pending: PendingKey | None,
+        also: CatalogHook | None,
     ) -> tuple[StoredInstance, bool]:
         """One write, retried (carefully) when a concurrent sender created the same row first."""
         last_error: sa_exc.IntegrityError | None = None
         for attempt in range(_ATTEMPTS):
             ctx = WriteContext(self._vault, origin, lookup, pending, self._series, attempt > 0)
             try:
-                return self._writer.run(partial(self._write, ctx, new))
+                return self._writer.run(partial(self._write, ctx, new, also))
             except sa_exc.IntegrityError as exc:
                 last_error = exc
         raise StorageUnavailable("the catalog could not record the instance") from last_error
 
     def _write(
-        self, ctx: WriteContext, new: NewInstance, connection: Connection
+        self,
+        ctx: WriteContext,
+        new: NewInstance,
+        also: CatalogHook | None,
+        connection: Connection,
     ) -> tuple[StoredInstance, bool]:
-        """The catalog rows of ``new`` and, if new, its access-log record."""
+        """The catalog rows of ``new`` and, if new, its access-log record and ``also``."""
         stored, duplicate = record_instance(connection, ctx, new)
         if not duplicate:
             self._vault.audit.append(connection, _stored_record(ctx.origin, stored, False))
+            if also is not None:
+                also(connection, stored.as_result(duplicate=False))
         return stored, duplicate
 
-    def _audit_stored(self, origin: IngestOrigin, result: IngestResult) -> None:
-        """Record a resend answered as a duplicate (its own transaction)."""
+    def _record_duplicate(
+        self,
+        origin: IngestOrigin,
+        result: IngestResult,
+        also: CatalogHook | None,
+        connection: Connection,
+    ) -> None:
+        """Record a resend answered as a duplicate, and ``also``, in one transaction."""
         stored = StoredInstance(
             result.instance_id, result.study_id, result.series_id, result.sha256, result.size
         )
-        self._vault.audit.record(_stored_record(origin, stored, result.duplicate))
+        self._vault.audit.append(connection, _stored_record(origin, stored, result.duplicate))
+        if also is not None:
+            also(connection, result)
 
     def _audit_refusal(self, origin: IngestOrigin, exc: VaultError | CryptoError) -> None:
         self._vault.audit.record(

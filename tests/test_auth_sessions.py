@@ -1,14 +1,18 @@
-"""Browser sessions: cookie attributes, time-outs, logout, CSRF refusal."""
+"""Browser sessions: cookie attributes, time-outs, logout, CSRF refusal, read-only look-ups."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyotp
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from tests.services.auth_env import (
     BASE_URL,
@@ -21,8 +25,8 @@ from tests.services.auth_env import (
 from vault.api.app import create_app
 from vault.auth import Permission, Principal, require
 from vault.auth.digests import digest
-from vault.auth.sessions import csrf_token
-from vault.catalog.accounts import LoginSession
+from vault.auth.sessions import TOUCH_EVERY, csrf_token
+from vault.catalog.accounts import ApiToken, LoginSession, User
 from vault.clock import FrozenClock
 from vault.errors import VaultError, http_status
 
@@ -196,3 +200,89 @@ class TestCsrfExemptionForApiTokens:
         assert client.post("/thing").status_code == 403
         ok = client.post("/thing", headers={"X-CSRF-Token": csrf_token(cookie)})
         assert (ok.status_code, ok.json()) == (200, {"by": "session"})
+
+
+@contextmanager
+def catalog_write_lock_held(world: AuthWorld) -> Iterator[None]:
+    """Another writer holding the SQLite catalog's write lock, as an ingest commit does."""
+    other = sqlite3.connect(world.vault.catalog.engine.url.database, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+def _last_seen(world: AuthWorld, cookie: str) -> datetime:
+    with world.vault.catalog.read_session() as session:
+        row = session.get(LoginSession, digest(cookie))
+        assert row is not None
+        return row.last_seen_at
+
+
+class TestIdentifyingACallerReadsOnly:
+    """Resolving a cookie or token on every request must not wait for the catalog's write
+    lock (on SQLite, one for the whole file, held by every ingest commit while it syncs)."""
+
+    def test_a_live_session_is_resolved_while_another_writer_holds_the_catalog(
+        self, auth_world: AuthWorld
+    ) -> None:
+        account = auth_world.add_user("c@a.example", "clinician")
+        cookie = auth_world.session_cookie(account)
+        auth_world.clock.advance(timedelta(seconds=5))
+        with catalog_write_lock_held(auth_world):
+            principal = auth_world.auth.from_cookie(cookie)
+        assert principal is not None and principal.user_id == account.user_id
+
+    def test_a_live_token_is_resolved_while_another_writer_holds_the_catalog(
+        self, auth_world: AuthWorld
+    ) -> None:
+        engineer = auth_world.add_user("e@m.example", "engineer", "Maker")
+        secret = auth_world.token(engineer)
+        assert auth_world.auth.from_bearer(secret) is not None  # first use recorded
+        auth_world.clock.advance(timedelta(seconds=5))
+        with catalog_write_lock_held(auth_world):
+            principal = auth_world.auth.from_bearer(secret)
+        assert principal is not None and principal.token_id is not None
+
+    def test_last_seen_is_refreshed_once_it_is_due(self, auth_world: AuthWorld) -> None:
+        account = auth_world.add_user("c@a.example", "clinician")
+        cookie = auth_world.session_cookie(account)
+        started = _last_seen(auth_world, cookie)
+        auth_world.clock.advance(TOUCH_EVERY - timedelta(seconds=1))
+        assert auth_world.auth.from_cookie(cookie) is not None
+        assert _last_seen(auth_world, cookie) == started
+        auth_world.clock.advance(timedelta(seconds=1))
+        assert auth_world.auth.from_cookie(cookie) is not None
+        assert _last_seen(auth_world, cookie) == auth_world.clock.now()
+
+    def test_token_last_use_is_recorded_then_refreshed_once_due(
+        self, auth_world: AuthWorld
+    ) -> None:
+        engineer = auth_world.add_user("e@m.example", "engineer", "Maker")
+        secret = auth_world.token(engineer)
+
+        def last_used() -> datetime | None:
+            with auth_world.vault.catalog.read_session() as session:
+                return session.scalars(select(ApiToken.last_used_at)).one()
+
+        assert last_used() is None
+        auth_world.auth.from_bearer(secret)
+        first = auth_world.clock.now()
+        assert last_used() == first
+        auth_world.clock.advance(TOUCH_EVERY - timedelta(seconds=1))
+        auth_world.auth.from_bearer(secret)
+        assert last_used() == first
+        auth_world.clock.advance(timedelta(seconds=1))
+        auth_world.auth.from_bearer(secret)
+        assert last_used() == auth_world.clock.now()
+
+    def test_a_disabled_user_is_refused_on_the_read_only_path(self, auth_world: AuthWorld) -> None:
+        account = auth_world.add_user("c@a.example", "clinician")
+        cookie = auth_world.session_cookie(account)
+        with auth_world.vault.catalog.session() as session:
+            user = session.get(User, account.user_id)
+            assert user is not None
+            user.disabled = True
+        assert auth_world.auth.from_cookie(cookie) is None

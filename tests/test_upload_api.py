@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from dicom_ingest.uploads import sweep_abandoned_uploads
 from tests.services.auth_env import BASE_URL
@@ -42,6 +42,7 @@ from tests.upload_support import (
 )
 from vault.catalog.models import Instance
 from vault.catalog.uploads import Upload, UploadFile, UploadInstance
+from vault.core import Vault
 from vault.reader import open_instance
 from vault.retention_jobs import EXPIRE_TASK
 
@@ -76,6 +77,21 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"the server never reached: {what}")
         time.sleep(0.01)
+
+
+def write_transactions(vault: Vault, action: Callable[[], object]) -> int:
+    """How many write transactions (SQLite ``BEGIN IMMEDIATE``) ``action`` began."""
+    begun = [0]
+
+    def on_execute(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        begun[0] += statement.startswith("BEGIN IMMEDIATE")
+
+    event.listen(vault.catalog.engine, "before_cursor_execute", on_execute)
+    try:
+        action()
+    finally:
+        event.remove(vault.catalog.engine, "before_cursor_execute", on_execute)
+    return begun[0]
 
 
 def file_offset(world: UploadWorld, file_id: str) -> int:
@@ -186,6 +202,20 @@ class TestWholeFiles:
             "duplicates": 0,
         }
         assert read_back(world, url) == data
+
+    def test_a_slice_sent_whole_costs_one_write_transaction_with_its_instance(
+        self, world: UploadWorld, uploader: Uploader
+    ) -> None:
+        upload = uploader.new_upload(world.case_id)
+        uploader.send(upload, slice_bytes(seed=1))  # the study and the key period exist now
+        for seed in (2, 3):
+            data = slice_bytes(seed=seed)
+            writes = write_transactions(world.vault, lambda data=data: uploader.send(upload, data))
+            assert writes == 1  # the file's row, its instance's rows and access-log record
+        with world.vault.catalog.read_session() as session:
+            linked = session.scalars(select(UploadInstance.instance_id)).all()
+            instances = session.scalars(select(Instance.id)).all()
+        assert sorted(linked) == sorted(instances)
 
     def test_the_same_file_sent_again_is_a_duplicate(
         self, world: UploadWorld, uploader: Uploader

@@ -22,7 +22,7 @@ from vault.auth.permissions import Principal
 from vault.auth.sessions import SessionStore
 from vault.auth.throttle import Throttle, account_key, address_key
 from vault.auth.tokens import Tokens
-from vault.catalog.accounts import LoginSession, User
+from vault.catalog.accounts import ApiToken, LoginSession, User
 from vault.core import Vault
 
 
@@ -191,33 +191,55 @@ class Authenticator:
     # --- principals --------------------------------------------------------
 
     def from_cookie(self, cookie: str) -> Principal | None:
-        """The principal of a live session cookie (any stage), or None."""
-        with self.vault.catalog.session() as session:
-            row = self.sessions.find(session, cookie)
-            user = session.get(User, row.user_id) if row is not None else None
-            if row is None or user is None or user.disabled:
+        """The principal of a live session cookie (any stage), or None.
+
+        Read only, unless the session expired or its last-seen time is due:
+        most requests never take the catalog's write lock (on SQLite, one
+        for the whole database, which ingest commits hold while they sync).
+        """
+        with self.vault.catalog.read_session() as session:
+            row = self.sessions.lookup(session, cookie)
+            if row is None:
                 return None
-            return Principal(user.id, user.organisation_id, user.role, "session", row.stage)
+            if not self.sessions.needs_write(row):
+                return _session_principal(session, row)
+        with self.vault.catalog.session() as session:
+            found = self.sessions.find(session, cookie)
+            return _session_principal(session, found) if found is not None else None
 
     def from_bearer(self, secret: str) -> Principal | None:
-        """The principal of a live API token, or None."""
-        with self.vault.catalog.session() as session:
-            found = self.tokens.resolve(session, secret)
+        """The principal of a live API token, or None (read only, as :meth:`from_cookie`)."""
+        with self.vault.catalog.read_session() as session:
+            found = self.tokens.resolve(session, secret, touch=False)
             if found is None:
                 return None
-            token, user = found
-            return Principal(
-                user.id,
-                user.organisation_id,
-                user.role,
-                "token",
-                token_id=token.id,
-                scope=token.scope,
-                token_case_id=token.case_id,
-            )
+            if not self.tokens.touch_due(found[0]):
+                return _token_principal(*found)
+        with self.vault.catalog.session() as session:
+            found = self.tokens.resolve(session, secret)
+            return _token_principal(*found) if found is not None else None
 
     def _record(
         self, session: Session, actor: str, action: str, outcome: str, remote: str | None
     ) -> None:
         record = AuditRecord(actor, action, outcome, object_type="auth", remote=remote)
         self.vault.audit.record(record, session=session)
+
+
+def _session_principal(session: Session, row: LoginSession) -> Principal | None:
+    user = session.get(User, row.user_id)
+    if user is None or user.disabled:
+        return None
+    return Principal(user.id, user.organisation_id, user.role, "session", row.stage)
+
+
+def _token_principal(token: ApiToken, user: User) -> Principal:
+    return Principal(
+        user.id,
+        user.organisation_id,
+        user.role,
+        "token",
+        token_id=token.id,
+        scope=token.scope,
+        token_case_id=token.case_id,
+    )

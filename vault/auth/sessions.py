@@ -26,8 +26,9 @@ from vault.clock import Clock
 from vault.settings import AuthSettings
 
 PENDING_STAGES = ("totp", "enrol")
-# Refresh ``last_seen_at`` at most this often: fewer catalog writes.
-_TOUCH_EVERY = timedelta(seconds=30)
+# Refresh ``last_seen_at`` (and a token's ``last_used_at``) at most this often:
+# most requests then only read the catalog, and never wait for its write lock.
+TOUCH_EVERY = timedelta(seconds=30)
 
 
 def cookie_name(settings: AuthSettings) -> str:
@@ -70,16 +71,25 @@ class SessionStore:
         session.flush()
         return secret
 
+    def lookup(self, session: Session, cookie_secret: str) -> LoginSession | None:
+        """The session row of ``cookie_secret`` as stored, live or not (read only)."""
+        return session.get(LoginSession, digest(cookie_secret))
+
+    def needs_write(self, row: LoginSession) -> bool:
+        """Whether :meth:`find` would change ``row``: expired, or its last-seen time due."""
+        now = self._clock.now()
+        return self._expired(row, now) or now - row.last_seen_at >= TOUCH_EVERY
+
     def find(self, session: Session, cookie_secret: str) -> LoginSession | None:
         """The live session for ``cookie_secret``; expired ones are deleted."""
-        row = session.get(LoginSession, digest(cookie_secret))
+        row = self.lookup(session, cookie_secret)
         if row is None:
             return None
         now = self._clock.now()
         if self._expired(row, now):
             session.delete(row)
             return None
-        if now - row.last_seen_at >= _TOUCH_EVERY:
+        if now - row.last_seen_at >= TOUCH_EVERY:
             row.last_seen_at = now
         return row
 

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from vault.auth.digests import digest, new_secret
+from vault.auth.sessions import TOUCH_EVERY
 from vault.catalog.accounts import ApiToken, User
 from vault.clock import Clock
 from vault.errors import InvalidInput, NotFound
@@ -66,9 +67,12 @@ class Tokens:
         session.flush()
         return token, secret
 
-    def resolve(self, session: Session, secret: str) -> tuple[ApiToken, User] | None:
+    def resolve(
+        self, session: Session, secret: str, *, touch: bool = True
+    ) -> tuple[ApiToken, User] | None:
         """The live token for ``secret`` and its owner; None if unknown, expired,
-        revoked, or its owner is disabled."""
+        revoked, or its owner is disabled. With ``touch``, ``last_used_at`` is
+        refreshed when older than :data:`~vault.auth.sessions.TOUCH_EVERY`."""
         if not secret.startswith(TOKEN_PREFIX):
             return None
         token = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest(secret)))
@@ -78,8 +82,14 @@ class Tokens:
         user = session.get(User, token.user_id)
         if token.expires_at <= now or user is None or user.disabled:
             return None
-        token.last_used_at = now
+        if touch and self.touch_due(token):
+            token.last_used_at = now
         return token, user
+
+    def touch_due(self, token: ApiToken) -> bool:
+        """Whether ``token``'s ``last_used_at`` is to be refreshed now."""
+        last = token.last_used_at
+        return last is None or self._clock.now() - last >= TOUCH_EVERY
 
     def revoke(self, session: Session, token_id: str, *, owner_id: str | None = None) -> ApiToken:
         """Revoke token ``token_id`` (only among ``owner_id``'s, when given).
