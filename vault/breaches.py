@@ -230,20 +230,20 @@ def add_entry(
     text = checked_text(text, required=True)
     with vault.catalog.session() as session:
         breach = _open(session, ref)
-        return _entry(vault, session, breach, (actor, remote), kind, text, at or vault.clock.now())
+        return _entry(vault, session, breach, actor, remote, kind, text, at or vault.clock.now())
 
 
 def _entry(
     vault: Vault,
     session: Session,
     breach: Breach,
-    who: tuple[str, str | None],
+    actor: str,
+    remote: str | None,
     kind: str,
     text: str,
     at: datetime,
 ) -> BreachEntry:
-    """Add a chronology line by ``who`` (actor, remote address) and record it."""
-    actor, remote = who
+    """Add a chronology line by ``actor`` (from ``remote``) and record it."""
     at = _not_future(vault, at, "entry")
     if kind == "investigation" and breach.investigation_started_at is None:
         breach.investigation_started_at = at
@@ -298,8 +298,8 @@ def record_notification(
         else:
             breach.subjects_notified_at, breach.subjects_exemption = at, exemption
         text = f"{party} notified" if at else f"{party} not notified: {exemption}"
-        who, when = (actor, remote), at or vault.clock.now()
-        _entry(vault, session, breach, who, "notification", text, when)
+        when = at or vault.clock.now()
+        _entry(vault, session, breach, actor, remote, "notification", text, when)
         _audit(vault, session, breach, actor, "notify", remote, party=party, exemption=exemption)
     return breach
 
