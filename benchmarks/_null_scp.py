@@ -46,7 +46,7 @@ def main() -> None:
     server = ae.make_server(
         ("127.0.0.1", args.port),
         evt_handlers=[(evt.EVT_C_STORE, _store)],
-        server_class=server_class(reuse_port=False),
+        server_class=server_class(),
         request_handler=handler,
     )
     server.serve_forever()

@@ -6,8 +6,15 @@ Nagle's algorithm and delayed ACKs cost tens of milliseconds per instance),
 associations run event-driven threads instead of pynetdicom's 1 ms polling
 loops (:mod:`dicom_ingest._scp_reactor`),
 the TLS handshake runs in the association's own thread rather than in the
-accept loop (a slow or hostile client cannot stall other callers), and the
-listening socket can share its port with sibling processes (``SO_REUSEPORT``).
+accept loop (a slow or hostile client cannot stall other callers), and
+several receiver processes can serve one listening socket, the least loaded
+accepting each new association (:class:`AcceptBalance`).
+
+Why not ``SO_REUSEPORT``: the kernel then picks a process by a hash of the
+connection's addresses, blind to load. With four associations from one PACS
+two processes were seen to take three and one, leaving a core half idle.
+With one shared socket a process that holds more open associations than a
+sibling leaves the next connection in the backlog for that sibling.
 
 :func:`server_tls_context` builds the PS3.15 Annex B context: TLS 1.2 or
 newer, the library's modern cipher defaults, and client certificates verified
@@ -20,6 +27,8 @@ import hashlib
 import socket
 import socketserver
 import ssl
+import time
+from collections.abc import MutableSequence
 from pathlib import Path
 
 from pynetdicom import evt
@@ -34,19 +43,70 @@ def set_nodelay(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class VaultAssociationServer(ThreadedAssociationServer):
-    """Threaded association server with TCP_NODELAY, deferred TLS handshakes
-    and optional ``SO_REUSEPORT``.
+DECLINE_PAUSE_SECONDS = 0.002
+"""How long a busier process waits after leaving a connection to a sibling."""
+STALE_SECONDS = 2.0
+"""A sibling that has not published for this long is taken for dead."""
 
-    ``reuse_port`` is a class attribute because pynetdicom builds the server
-    itself (see :func:`server_class`).
+
+class AcceptBalance:
+    """Open-association counts of the receiver processes sharing one socket.
+
+    Each process owns one slot of two shared arrays: its count of open
+    associations and when it last published it. It publishes on every turn
+    of its accept loop (at least twice a second) and before every accept,
+    and accepts only when no live sibling has published fewer. A published
+    count is never below the process's true count (it is raised on accept,
+    lowered only by its owner), so the least loaded process never declines
+    and a connection always finds one. A sibling silent for
+    :data:`STALE_SECONDS` (it died) is left out of the comparison.
     """
 
-    reuse_port: bool = False
+    def __init__(
+        self, counts: MutableSequence[int], beats: MutableSequence[float], slot: int
+    ) -> None:
+        self._counts = counts
+        self._beats = beats
+        self._slot = slot
+
+    def publish(self, open_now: int) -> None:
+        """Publish this process's count of open associations, and that it lives."""
+        self._counts[self._slot] = open_now
+        self._beats[self._slot] = time.monotonic()
+
+    def may_accept(self, open_now: int) -> bool:
+        """Publish ``open_now``; whether no live sibling holds fewer."""
+        self.publish(open_now)
+        now = time.monotonic()
+        live = [
+            count
+            for count, beat in zip(self._counts, self._beats, strict=True)
+            if now - beat < STALE_SECONDS
+        ]
+        return open_now <= min(live)
+
+    def accepted(self, open_now: int) -> None:
+        """Publish the count including the association just accepted."""
+        self._counts[self._slot] = open_now
+
+
+class VaultAssociationServer(ThreadedAssociationServer):
+    """Threaded association server with TCP_NODELAY, deferred TLS handshakes
+    and, for several receiver processes, a shared listening socket.
+
+    ``listener`` and ``balance`` are class attributes because pynetdicom
+    builds the server itself (see :func:`server_class`). The listener is
+    already bound and listening, and non-blocking: a sibling may accept the
+    connection this process was woken for.
+    """
+
+    listener: socket.socket | None = None
+    balance: AcceptBalance | None = None
     daemon_threads = True
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("request_handler", VaultRequestHandler)
+        self._accepted: list[socket.socket] = []
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def _bind_defaults(self) -> None:
@@ -56,10 +116,27 @@ class VaultAssociationServer(ThreadedAssociationServer):
             self.bind(event, evt.get_default_handler(event))
 
     def server_bind(self) -> None:
+        if self.listener is not None:
+            self.socket.close()
+            self.socket = self.listener
+            self.server_address = self.listener.getsockname()
+            if self.balance is not None:
+                self.balance.publish(0)
+            return
         set_nodelay(self.socket)
-        if self.reuse_port:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def server_activate(self) -> None:
+        if self.listener is None:
+            super().server_activate()
+
+    def server_close(self) -> None:
+        """Close this process's listening socket; a shared one is only closed,
+        never shut down, as that would stop it listening for the siblings too."""
+        if self.listener is None:
+            super().server_close()
+        else:
+            self.socket.close()
 
     def shutdown(self) -> None:
         """Stop serving, abort open associations and close the listening socket.
@@ -72,19 +149,54 @@ class VaultAssociationServer(ThreadedAssociationServer):
         for assoc in self.active_associations:
             assoc.abort()
 
+    def service_actions(self) -> None:
+        """Each turn of the accept loop: publish the open count to siblings."""
+        super().service_actions()
+        if self.balance is not None:
+            self.balance.publish(self.open_connections())
+
+    def open_connections(self) -> int:
+        """Accepted sockets not yet closed (an ended association closes its own)."""
+        self._accepted = [sock for sock in self._accepted if sock.fileno() != -1]
+        return len(self._accepted)
+
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept the next connection, unless a sibling process is less loaded.
+
+        Raises:
+            BlockingIOError: left to a sibling, or a sibling took it first;
+                ``socketserver`` then simply waits for the next one.
+        """
+        if self.balance is not None and not self.balance.may_accept(self.open_connections()):
+            time.sleep(DECLINE_PAUSE_SECONDS)
+            raise BlockingIOError("a less loaded receiver process takes this connection")
         client, address = self.socket.accept()
         set_nodelay(client)
         if self.ssl_context is not None:
             client = self.ssl_context.wrap_socket(
                 client, server_side=True, do_handshake_on_connect=False
             )
+        self._accepted.append(client)
+        if self.balance is not None:
+            self.balance.accepted(len(self._accepted))
         return client, address
 
 
-def server_class(*, reuse_port: bool) -> type[VaultAssociationServer]:
+def server_class(
+    *, listener: socket.socket | None = None, balance: AcceptBalance | None = None
+) -> type[VaultAssociationServer]:
     """The server class to hand to ``AE.make_server(server_class=...)``."""
-    return type("VaultAssociationServer", (VaultAssociationServer,), {"reuse_port": reuse_port})
+    attributes = {"listener": listener, "balance": balance}
+    return type("VaultAssociationServer", (VaultAssociationServer,), attributes)
+
+
+def shared_listener(bind: str, port: int) -> socket.socket:
+    """A bound, listening, non-blocking socket for receiver processes to share."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    sock = socket.create_server((bind, port), family=family, backlog=128)
+    set_nodelay(sock)
+    sock.setblocking(False)
+    return sock
 
 
 def server_tls_context(settings: ScpSettings) -> ssl.SSLContext | None:

@@ -11,7 +11,8 @@ threads instead of pynetdicom's 1 ms polling loops
 (:mod:`dicom_ingest._scp_reactor`); and a timer thread settling idle studies
 (:mod:`vault.settle`). Concurrent associations share catalog transactions
 (group commit, :mod:`dicom_ingest._group_commit`); ``scp.processes`` > 1
-runs that many receiver processes on the same port (``SO_REUSEPORT``).
+runs that many receiver processes on one listening socket, the least loaded
+taking each new association (:class:`~dicom_ingest._scp_transport.AcceptBalance`).
 
 Received data sets stay in memory: pynetdicom's option to spool them to
 temporary files (``STORE_RECV_CHUNKED_DATASET``) is left off, so plaintext
@@ -31,7 +32,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import socket
 import threading
+from collections.abc import MutableSequence
 from datetime import timedelta
 from types import TracebackType
 
@@ -51,9 +54,11 @@ from dicom_ingest._scp_store import (
     handle_store,
 )
 from dicom_ingest._scp_transport import (
+    AcceptBalance,
     VaultAssociationServer,
     server_class,
     server_tls_context,
+    shared_listener,
 )
 from dicom_ingest.commitment import handle_commitment
 from dicom_ingest.pipeline import IngestPipeline
@@ -106,8 +111,10 @@ class StorageScp:
         The receiver's settings; ``vault.settings.scp`` if omitted.
     hooks:
         Told about each study that settles (idle, or storage commitment).
-    reuse_port:
-        Share the port with sibling processes (``SO_REUSEPORT``).
+    listener:
+        A listening socket shared with sibling processes, instead of binding.
+    balance:
+        The siblings' open-association counts, so the least loaded accepts.
     settle:
         Run the idle-study timer thread (off in child processes).
     """
@@ -118,13 +125,14 @@ class StorageScp:
         settings: ScpSettings | None = None,
         *,
         hooks: StudySettledHooks | None = None,
-        reuse_port: bool = False,
+        listener: socket.socket | None = None,
+        balance: AcceptBalance | None = None,
         settle: bool = True,
     ) -> None:
         self._vault = vault
         self._settings = settings or vault.settings.scp
         self._hooks = hooks or StudySettledHooks()
-        self._reuse_port = reuse_port
+        self._server_class = server_class(listener=listener, balance=balance)
         policy = ValidationPolicy.from_settings(vault.settings.policy)
         self._context = ReceiverContext(
             vault=vault,
@@ -177,7 +185,7 @@ class StorageScp:
             (self._settings.bind, self._settings.port),
             evt_handlers=_handlers(self._context),
             ssl_context=server_tls_context(self._settings),
-            server_class=server_class(reuse_port=self._reuse_port),
+            server_class=self._server_class,
         )
         self._thread = threading.Thread(
             target=server.serve_forever, name="dicom-vault-scp", daemon=True
@@ -220,10 +228,17 @@ def _wait_for_signal() -> None:
     stopping.wait()
 
 
-def _child(settings: Settings) -> None:
-    """One receiver process of several sharing the port."""
+def _child(
+    settings: Settings,
+    listener: socket.socket,
+    counts: MutableSequence[int],
+    beats: MutableSequence[float],
+    slot: int,
+) -> None:
+    """One receiver process of several serving one listening socket."""
     vault = open_vault(settings)
-    scp = StorageScp(vault, settings.scp, reuse_port=True, settle=False)
+    balance = AcceptBalance(counts, beats, slot)
+    scp = StorageScp(vault, settings.scp, listener=listener, balance=balance, settle=False)
     scp.start()
     try:
         _wait_for_signal()
@@ -235,9 +250,9 @@ def _child(settings: Settings) -> None:
 def run_scp(settings: Settings, hooks: StudySettledHooks | None = None) -> None:
     """Run the receiver until SIGTERM or SIGINT (``settings.scp.processes`` of them).
 
-    With several processes each child binds the same port with
-    ``SO_REUSEPORT`` and the kernel spreads associations across them; this
-    process keeps only the idle-study timer.
+    With several processes this one binds the port and hands the listening
+    socket to its children; each new association goes to the child with the
+    fewest open ones. This process keeps only the idle-study timer.
     """
     vault = open_vault(settings)
     if settings.scp.processes == 1:
@@ -254,12 +269,21 @@ def run_scp(settings: Settings, hooks: StudySettledHooks | None = None) -> None:
 
 def _run_processes(vault: Vault, settings: Settings, hooks: StudySettledHooks | None) -> None:
     spawn = multiprocessing.get_context("spawn")
+    count = settings.scp.processes
+    counts = spawn.Array("i", count, lock=False)
+    beats = spawn.Array("d", count, lock=False)
+    listener = shared_listener(settings.scp.bind, settings.scp.port)
     children = [
-        spawn.Process(target=_child, args=(settings,), name=f"dicom-vault-scp-{n}")
-        for n in range(settings.scp.processes)
+        spawn.Process(
+            target=_child,
+            args=(settings, listener, counts, beats, slot),
+            name=f"dicom-vault-scp-{slot}",
+        )
+        for slot in range(count)
     ]
     for child in children:
         child.start()
+    listener.close()
     settler = IdleSettler(
         vault,
         idle=timedelta(seconds=settings.scp.settle_idle_seconds),

@@ -1,8 +1,8 @@
 """Several senders at once: concurrent associations, and several receiver processes.
 
-``scp.processes`` > 1 runs that many receiver processes sharing the port
-with ``SO_REUSEPORT``; the kernel spreads connections over them by their
-address hash, so enough associations reach every process.
+``scp.processes`` > 1 runs that many receiver processes on one listening
+socket; each new association goes to the process with the fewest open ones
+(:class:`~dicom_ingest._scp_transport.AcceptBalance`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage
 
+from dicom_ingest._scp_transport import STALE_SECONDS, AcceptBalance, shared_listener
+from dicom_ingest.scp import StorageScp
 from dicom_ingest.synthetic import write_series
 from tests.cstore_support import instance_count, small_series, studies
 from tests.services.dicom_peers import (
@@ -29,12 +31,12 @@ from tests.services.dicom_peers import (
     receiver_processes,
 )
 from tests.test_cstore_cli import wait_for_echo
-from vault.core import open_vault
-from vault.settings import Settings
+from vault.core import Vault, open_vault
+from vault.settings import ScpSettings, Settings
 
 CLI = Path(sys.executable).with_name("dicom-vault")
 SENDERS = 3
-MAX_ASSOCIATIONS = 32  # enough that both processes get some (they do not: 1 in 2**31)
+MAX_ASSOCIATIONS = 32
 
 
 class TestConcurrentAssociations:
@@ -72,6 +74,65 @@ def _open(port: int) -> Association:
     ae = AE(ae_title="PACS1")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     return ae.associate("127.0.0.1", port, ae_title="DICOMVAULT")
+
+
+class TestAcceptBalance:
+    def test_the_least_loaded_process_accepts(self) -> None:
+        counts, beats = [0, 0], [0.0, 0.0]
+        first, second = AcceptBalance(counts, beats, 0), AcceptBalance(counts, beats, 1)
+        second.publish(1)
+        assert first.may_accept(1)
+        assert not first.may_accept(2)
+        assert second.may_accept(1)
+
+    def test_a_sibling_that_stopped_publishing_is_left_out(self) -> None:
+        counts, beats = [5, 0], [0.0, 0.0]
+        busy = AcceptBalance(counts, beats, 0)
+        AcceptBalance(counts, beats, 1).publish(0)
+        assert not busy.may_accept(5)
+        beats[1] -= STALE_SECONDS + 1
+        assert busy.may_accept(5)
+
+    def test_a_count_is_raised_on_accept_and_lowered_when_published(self) -> None:
+        counts, beats = [0, 0], [0.0, 0.0]
+        balance = AcceptBalance(counts, beats, 1)
+        balance.accepted(3)
+        assert counts == [0, 3]
+        balance.publish(1)
+        assert counts == [0, 1]
+
+
+class TestOneSocketTwoReceivers:
+    def test_held_associations_are_split_evenly_between_receivers(self, receiver: Receiver) -> None:
+        vault: Vault = receiver.vault
+        listener = shared_listener("127.0.0.1", 0)
+        counts, beats = [0, 0], [0.0, 0.0]
+        settings = ScpSettings(port=0, settle_check_seconds=3600)
+        scps = [
+            StorageScp(vault, settings, listener=listener, balance=AcceptBalance(counts, beats, n))
+            for n in range(2)
+        ]
+        opened: list[Association] = []
+        try:
+            for scp in scps:
+                scp.start()
+            port = listener.getsockname()[1]
+            opened = [_open(port) for _ in range(4)]
+            assert all(assoc.is_established for assoc in opened)
+            held = [scp.server.open_connections() for scp in scps if scp.server]
+            statuses = [
+                assoc.send_c_store(ds).Status
+                for assoc in opened[:1]
+                for ds in small_series(1, seed=80)
+            ]
+        finally:
+            for assoc in opened:
+                assoc.release()
+            for scp in scps:
+                scp.stop()
+        assert held == [2, 2]
+        assert statuses == [0]
+        assert instance_count(vault) == 1
 
 
 class TestSeveralProcesses:

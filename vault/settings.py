@@ -283,7 +283,7 @@ class ScpSettings(BaseModel):
     # 0 means unlimited: fewer, larger PDUs cost less per instance.
     max_pdu: int = Field(default=0, ge=0)
     max_associations: int = Field(default=16, gt=0)
-    # Worker processes sharing the port (SO_REUSEPORT); 1 runs in-process.
+    # Receiver processes sharing one listening socket (least loaded accepts); 1 runs in-process.
     processes: int = Field(default=1, ge=1, le=64)
     # The attribute whose value names the case (an open Case.reference).
     case_attribute: str = "AccessionNumber"
