@@ -53,6 +53,7 @@ from tests.services.dicom_peers import (
     receiver_processes,
     start_orthanc,
     stop_process,
+    wait_until_serving,
 )
 
 DCMTK = Path("/usr/bin")
@@ -139,9 +140,9 @@ def vault_receiver(root: Path, processes: int, cpu: ProcessCpu | None = None) ->
         check=True,
         capture_output=True,
     )
-    process = subprocess.Popen([str(CLI), "scp"], env=env, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen([str(CLI), "scp"], env=env, stdout=subprocess.PIPE, text=True)
     try:
-        _wait_for_echo(port, process)
+        wait_until_serving(process)  # every receiver process, not only the first
         if processes > 1:
             receiver_processes(process.pid, port, processes)
         if cpu is not None:

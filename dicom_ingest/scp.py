@@ -31,11 +31,15 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import queue
 import signal
 import socket
 import threading
-from collections.abc import MutableSequence
+import time
+from collections.abc import Callable, MutableSequence
 from datetime import timedelta
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
 from types import TracebackType
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -234,12 +238,14 @@ def _child(
     counts: MutableSequence[int],
     beats: MutableSequence[float],
     slot: int,
+    ready: Queue[int],
 ) -> None:
     """One receiver process of several serving one listening socket."""
     vault = open_vault(settings)
     balance = AcceptBalance(counts, beats, slot)
     scp = StorageScp(vault, settings.scp, listener=listener, balance=balance, settle=False)
     scp.start()
+    ready.put(slot)
     try:
         _wait_for_signal()
     finally:
@@ -247,36 +253,56 @@ def _child(
         vault.close()
 
 
-def run_scp(settings: Settings, hooks: StudySettledHooks | None = None) -> None:
+READY_TIMEOUT_SECONDS = 120.0
+
+
+def run_scp(
+    settings: Settings,
+    hooks: StudySettledHooks | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
     """Run the receiver until SIGTERM or SIGINT (``settings.scp.processes`` of them).
 
     With several processes this one binds the port and hands the listening
     socket to its children; each new association goes to the child with the
     fewest open ones. This process keeps only the idle-study timer.
+    ``on_ready`` is told the number of processes once every one of them
+    serves (associations arriving sooner go to those already serving).
+
+    Raises:
+        RuntimeError: a receiver process exited, or did not start in time.
     """
     vault = open_vault(settings)
     if settings.scp.processes == 1:
         scp = StorageScp(vault, settings.scp, hooks=hooks)
         scp.start()
+        if on_ready is not None:
+            on_ready(1)
         try:
             _wait_for_signal()
         finally:
             scp.stop()
             vault.close()
         return
-    _run_processes(vault, settings, hooks)
+    _run_processes(vault, settings, hooks, on_ready)
 
 
-def _run_processes(vault: Vault, settings: Settings, hooks: StudySettledHooks | None) -> None:
+def _run_processes(
+    vault: Vault,
+    settings: Settings,
+    hooks: StudySettledHooks | None,
+    on_ready: Callable[[int], None] | None,
+) -> None:
     spawn = multiprocessing.get_context("spawn")
     count = settings.scp.processes
     counts = spawn.Array("i", count, lock=False)
     beats = spawn.Array("d", count, lock=False)
+    ready = spawn.Queue()
     listener = shared_listener(settings.scp.bind, settings.scp.port)
     children = [
         spawn.Process(
             target=_child,
-            args=(settings, listener, counts, beats, slot),
+            args=(settings, listener, counts, beats, slot, ready),
             name=f"dicom-vault-scp-{slot}",
         )
         for slot in range(count)
@@ -290,8 +316,11 @@ def _run_processes(vault: Vault, settings: Settings, hooks: StudySettledHooks | 
         interval=timedelta(seconds=settings.scp.settle_check_seconds),
         hooks=hooks,
     )
-    settler.start()
     try:
+        _await_children(children, ready)
+        if on_ready is not None:
+            on_ready(count)
+        settler.start()
         _wait_for_signal()
     finally:
         settler.stop()
@@ -300,3 +329,19 @@ def _run_processes(vault: Vault, settings: Settings, hooks: StudySettledHooks | 
         for child in children:
             child.join()
         vault.close()
+
+
+def _await_children(children: list[BaseProcess], ready: Queue[int]) -> None:
+    """Wait until every child has said it serves, or fail if one exits first."""
+    waiting = len(children)
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while waiting:
+        if any(child.exitcode is not None for child in children):
+            raise RuntimeError("a receiver process exited during start-up")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the receiver processes did not all start in time")
+        try:
+            ready.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        waiting -= 1

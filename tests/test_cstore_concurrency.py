@@ -29,6 +29,7 @@ from tests.services.dicom_peers import (
     free_port,
     nodelay_env,
     receiver_processes,
+    wait_until_serving,
 )
 from tests.test_cstore_cli import wait_for_echo
 from vault.core import Vault, open_vault
@@ -149,9 +150,10 @@ class TestSeveralProcesses:
         }
         add = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
         subprocess.run(add, env=env, check=True, capture_output=True)
-        process = subprocess.Popen([str(CLI), "scp"], env=env, text=True)
+        process = subprocess.Popen([str(CLI), "scp"], env=env, stdout=subprocess.PIPE, text=True)
         opened: list[Association] = []
         try:
+            wait_until_serving(process)
             wait_for_echo(dcmtk, port, process)
             listeners = [psutil.Process(pid) for pid in receiver_processes(process.pid, port, 2)]
             owners: dict[int, Association] = {}
@@ -182,3 +184,19 @@ class TestSeveralProcesses:
             assert vault.audit.verify() == []
         finally:
             vault.close()
+
+    def test_a_receiver_process_that_cannot_start_stops_the_command(self, tmp_path: Path) -> None:
+        env = {
+            **os.environ,
+            "DICOM_VAULT_DATA_DIR": str(tmp_path / "var"),
+            "DICOM_VAULT_SCP__PORT": str(free_port()),
+            "DICOM_VAULT_SCP__PROCESSES": "2",
+            "DICOM_VAULT_SCP__TLS_CERT": str(tmp_path / "missing-cert.pem"),
+            "DICOM_VAULT_SCP__TLS_KEY": str(tmp_path / "missing-key.pem"),
+        }
+        done = subprocess.run(
+            [str(CLI), "scp"], env=env, capture_output=True, text=True, timeout=180
+        )
+        assert done.returncode != 0
+        assert "a receiver process exited during start-up" in done.stderr
+        assert "DICOM receiver ready" not in done.stdout

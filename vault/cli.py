@@ -121,7 +121,11 @@ def scp_command() -> None:
 
     settings = Settings()
     typer.echo(f"DICOM receiver {settings.scp.ae_title} on {settings.scp.bind}:{settings.scp.port}")
-    run_scp(settings, deidentification_hooks(settings))
+    run_scp(settings, deidentification_hooks(settings), on_ready=_echo_ready)
+
+
+def _echo_ready(processes: int) -> None:
+    typer.echo(f"DICOM receiver ready: {processes} process(es) serving")
 
 
 @pacs_app.command("add")

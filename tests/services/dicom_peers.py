@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -234,6 +235,33 @@ def start_orthanc(root: Path) -> tuple[OrthancServer, subprocess.Popen[bytes]]:
         stop_process(process)
         raise
     return server, process
+
+
+READY_LINE = "DICOM receiver ready"
+
+
+def wait_until_serving(process: subprocess.Popen[str], timeout: float = 120.0) -> None:
+    """Wait for ``dicom-vault scp`` (started with ``stdout=PIPE, text=True``) to
+    say that every receiver process serves; its output is drained from then on.
+
+    Raises:
+        RuntimeError: it exited, or did not say so within ``timeout`` seconds.
+    """
+    serving = threading.Event()
+
+    def drain() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith(READY_LINE):
+                serving.set()
+
+    threading.Thread(target=drain, name="scp-stdout", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not serving.wait(0.1):
+        if process.poll() is not None:
+            raise RuntimeError("the receiver exited during start-up")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the receiver never said it was serving")
 
 
 def receiver_processes(pid: int, port: int, count: int, timeout: float = 120.0) -> list[int]:
