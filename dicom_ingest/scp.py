@@ -30,16 +30,10 @@ Command line: ``dicom-vault scp`` (receiver only) or ``dicom-vault serve``.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import queue
-import signal
 import socket
 import threading
-import time
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable
 from datetime import timedelta
-from multiprocessing.process import BaseProcess
-from multiprocessing.queues import Queue
 from types import TracebackType
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -47,6 +41,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 
 from dicom_ingest._scp_peers import PeerRegistry
+from dicom_ingest._scp_processes import run_processes, stop_event
 from dicom_ingest._scp_store import (
     ReceiverContext,
     case_tag_for,
@@ -62,7 +57,6 @@ from dicom_ingest._scp_transport import (
     VaultAssociationServer,
     server_class,
     server_tls_context,
-    shared_listener,
 )
 from dicom_ingest.commitment import handle_commitment
 from dicom_ingest.pipeline import IngestPipeline
@@ -225,37 +219,6 @@ class StorageScp:
         self.stop()
 
 
-def _wait_for_signal() -> None:
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
-    stopping.wait()
-
-
-def _child(
-    settings: Settings,
-    listener: socket.socket,
-    counts: MutableSequence[int],
-    beats: MutableSequence[float],
-    slot: int,
-    ready: Queue[int],
-) -> None:
-    """One receiver process of several serving one listening socket."""
-    vault = open_vault(settings)
-    balance = AcceptBalance(counts, beats, slot)
-    scp = StorageScp(vault, settings.scp, listener=listener, balance=balance, settle=False)
-    scp.start()
-    ready.put(slot)
-    try:
-        _wait_for_signal()
-    finally:
-        scp.stop()
-        vault.close()
-
-
-READY_TIMEOUT_SECONDS = 120.0
-
-
 def run_scp(
     settings: Settings,
     hooks: StudySettledHooks | None = None,
@@ -265,8 +228,9 @@ def run_scp(
 
     With several processes this one binds the port and hands the listening
     socket to its children; each new association goes to the child with the
-    fewest open ones. This process keeps only the idle-study timer.
-    ``on_ready`` is told the number of processes once every one of them
+    fewest open ones, and a child that dies is replaced
+    (:mod:`dicom_ingest._scp_processes`). This process keeps only the
+    idle-study timer. ``on_ready`` is told the number of processes once every one of them
     serves (associations arriving sooner go to those already serving).
 
     Raises:
@@ -279,7 +243,7 @@ def run_scp(
         if on_ready is not None:
             on_ready(1)
         try:
-            _wait_for_signal()
+            stop_event().wait()
         finally:
             scp.stop()
             vault.close()
@@ -293,23 +257,6 @@ def _run_processes(
     hooks: StudySettledHooks | None,
     on_ready: Callable[[int], None] | None,
 ) -> None:
-    spawn = multiprocessing.get_context("spawn")
-    count = settings.scp.processes
-    counts = spawn.Array("i", count, lock=False)
-    beats = spawn.Array("d", count, lock=False)
-    ready = spawn.Queue()
-    listener = shared_listener(settings.scp.bind, settings.scp.port)
-    children = [
-        spawn.Process(
-            target=_child,
-            args=(settings, listener, counts, beats, slot, ready),
-            name=f"dicom-vault-scp-{slot}",
-        )
-        for slot in range(count)
-    ]
-    for child in children:
-        child.start()
-    listener.close()
     settler = IdleSettler(
         vault,
         idle=timedelta(seconds=settings.scp.settle_idle_seconds),
@@ -317,31 +264,7 @@ def _run_processes(
         hooks=hooks,
     )
     try:
-        _await_children(children, ready)
-        if on_ready is not None:
-            on_ready(count)
-        settler.start()
-        _wait_for_signal()
+        run_processes(settings, settler, on_ready)
     finally:
         settler.stop()
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.join()
         vault.close()
-
-
-def _await_children(children: list[BaseProcess], ready: Queue[int]) -> None:
-    """Wait until every child has said it serves, or fail if one exits first."""
-    waiting = len(children)
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while waiting:
-        if any(child.exitcode is not None for child in children):
-            raise RuntimeError("a receiver process exited during start-up")
-        if time.monotonic() > deadline:
-            raise RuntimeError("the receiver processes did not all start in time")
-        try:
-            ready.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        waiting -= 1

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -200,3 +201,47 @@ class TestSeveralProcesses:
         assert done.returncode != 0
         assert "a receiver process exited during start-up" in done.stderr
         assert "DICOM receiver ready" not in done.stdout
+
+    def test_a_receiver_process_that_dies_is_replaced_and_the_port_keeps_serving(
+        self, dcmtk: Dcmtk, tmp_path: Path
+    ) -> None:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DICOM_VAULT_DATA_DIR": str(tmp_path / "var"),
+            "DICOM_VAULT_SCP__PORT": str(port),
+            "DICOM_VAULT_SCP__PROCESSES": "2",
+        }
+        add = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
+        subprocess.run(add, env=env, check=True, capture_output=True)
+        process = subprocess.Popen([str(CLI), "scp"], env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            wait_until_serving(process)
+            first = receiver_processes(process.pid, port, 2)
+            os.kill(first[0], signal.SIGKILL)
+            replaced = _replaced(process.pid, port, set(first))
+            opened = [_open(port) for _ in range(2)]
+            statuses = [
+                assoc.send_c_store(ds).Status
+                for seed, assoc in enumerate(opened)
+                for ds in small_series(1, seed=90 + seed)
+            ]
+            for assoc in opened:
+                assoc.release()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        assert first[1] in replaced and first[0] not in replaced
+        assert statuses == [0, 0]
+        assert process.returncode == 0
+
+
+def _replaced(pid: int, port: int, before: set[int], timeout: float = 120.0) -> list[int]:
+    """The listening children once one of ``before`` has been replaced by a new one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = receiver_processes(pid, port, 1)
+        if len(now) == 2 and set(now) != before:
+            return now
+        time.sleep(0.2)
+    raise AssertionError("the dead receiver process was not replaced")
