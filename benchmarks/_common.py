@@ -121,6 +121,42 @@ def interleaved_best_rates(runs: dict[str, Callable[[], int]], rounds: int) -> d
     return best
 
 
+def durable_write_ms(directory: Path, size: int, count: int = 200) -> float:
+    """Milliseconds per object of the disk work a durable store cannot skip here.
+
+    Each object: ``size`` random bytes through the vault's own filesystem
+    store writer (temporary file, fsync, rename, fsync of the directory),
+    then one row inserted and committed in a SQLite database with the
+    catalog's pragmas (WAL, ``synchronous=FULL``). No parsing, no
+    encryption, no protocol: a floor under the time any receiver of this
+    design spends per instance on this disk, measured in the same run as
+    the rates it is set beside.
+    """
+    import os
+    import sqlite3
+
+    from vault.store.filesystem import FilesystemObjectStore
+
+    directory.mkdir(parents=True, exist_ok=True)
+    store = FilesystemObjectStore(directory / "objects")
+    database = sqlite3.connect(directory / "floor.sqlite", isolation_level=None)
+    database.execute("PRAGMA journal_mode=WAL")
+    database.execute("PRAGMA synchronous=FULL")
+    database.execute("CREATE TABLE object (key TEXT PRIMARY KEY, size INTEGER)")
+    payloads = [os.urandom(size) for _ in range(4)]
+    started = time.perf_counter()
+    for number in range(count):
+        with store.open_writer() as writer:
+            writer.write(payloads[number % 4])
+            key = writer.key
+        database.execute("BEGIN IMMEDIATE")
+        database.execute("INSERT INTO object VALUES (?, ?)", (key, size))
+        database.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    database.close()
+    return elapsed / count * 1000
+
+
 # Runs the command given as arguments and reports its exit code, output and
 # wait4 resource usage as JSON. It exists because Linux carries a process's RSS
 # high-water mark across fork and exec: a child spawned straight from a large

@@ -21,7 +21,11 @@ associations), the CPU seconds each vault receiver process spent (several
 processes should share the work), and the ceiling pynetdicom itself sets
 here: a pynetdicom SCP that stores nothing (``benchmarks/_null_scp.py``),
 with pynetdicom's own polling association threads and with the vault's
-event-driven ones, over one association.
+event-driven ones, over one association. Two more put the target in
+proportion: Orthanc's time per instance halved (what 2x Orthanc leaves for
+everything, one association), and the durable-write floor of this disk
+(:func:`benchmarks._common.durable_write_ms`: the object's write and syncs
+and one catalog commit, nothing else).
 
 Run from the repository root::
 
@@ -45,7 +49,7 @@ import psutil
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import Figure, parse_args, report
+from benchmarks._common import Figure, durable_write_ms, parse_args, report
 from dicom_ingest.synthetic import make_ct_series, write_series
 from tests.services.dicom_peers import (
     free_port,
@@ -254,6 +258,11 @@ def run(args: argparse.Namespace) -> list[Figure]:
                 Figure(f"vault process {n + 1} CPU (last round), {associations} assoc", s, "s")
                 for n, s in enumerate(cpu.seconds)
             ]
+            if associations == 1:
+                half = 1000 / rates["orthanc"] / 2
+                figures.append(Figure("Orthanc time per instance / 2, 1 assoc", half, "ms"))
+        floor = durable_write_ms(root / "floor", files[0].stat().st_size)
+        figures.append(Figure("durable-write floor per instance, this disk", floor, "ms"))
         null = {
             "null-stock": lambda r: null_receiver(r, "stock"),
             "null-vault": lambda r: null_receiver(r, "vault"),

@@ -9,18 +9,25 @@ The same synthetic CT series (512x512 int16 slices; 500 slices, about
   (the browser page's path for a slice);
 - Debian's Orthanc REST API, ``POST /instances`` per file (fresh storage).
 
-Both with the same client: httpx with keep-alive, ``--concurrency``
-connections (default 1: one file after the other, as in the reference
-figures of MISSION.md), each a thread with its own connection. A small
-warm-up file goes to each server first. Figures: MB/s of each (MB = 10^6
-bytes of DICOM files), vault/Orthanc (target 2.0), and the vault server's
-peak RSS (``VmHWM`` of every server process, summed) for that series and,
-in the full run only, for a 2 GB series (4000 slices, made on the fly by
-the client): target, the 2 GB peak within 10 % of the 250 MB peak.
+Both with the same client: httpx with keep-alive, at each of the
+``--concurrency`` levels (default ``1,4``: one file after the other, as in
+the reference figures of MISSION.md, then four at once, as the upload page
+sends them), each connection a thread of its own. A small warm-up file goes
+to each server first. Figures: MB/s of each (MB = 10^6 bytes of DICOM
+files), vault/Orthanc (target 2.0), and the vault server's peak RSS
+(``VmHWM`` of every server process, summed) for that series and, in the
+full run only, for a 2 GB series (4000 slices, made on the fly by the
+client, at the first concurrency): target, the 2 GB peak within 10 % of the
+250 MB peak.
+
+Beside them, two figures put the target in proportion: Orthanc's time per
+file halved (what 2x Orthanc leaves for everything, one connection), and
+the durable-write floor of this disk (:func:`benchmarks._common.durable_write_ms`:
+the object's write and syncs and one catalog commit, nothing else).
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.upload [--quick] [--json PATH] [--concurrency N]
+    .venv/bin/python -m benchmarks.upload [--quick] [--json PATH] [--concurrency 1,4]
         [--workers N] [--large-slices N]
 """
 
@@ -42,7 +49,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from benchmarks._common import Figure, parse_args, report
+from benchmarks._common import Figure, durable_write_ms, parse_args, report
 from dicom_ingest.synthetic import encode, make_ct_series
 from tests.services.dicom_peers import free_port, start_orthanc, stop_process
 
@@ -53,12 +60,24 @@ Source = Callable[[], Iterable[bytes]]
 
 
 def _extra(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--concurrency", type=int, default=1, help="connections, both servers")
+    parser.add_argument(
+        "--concurrency",
+        type=_levels,
+        default=[1, 4],
+        help="comma-separated connection counts, both servers (default 1,4)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="vault API worker processes")
     parser.add_argument("--slices", type=int, default=None, help="slices of the main series")
     parser.add_argument(
         "--large-slices", type=int, default=4000, help="slices of the 2 GB series (full run)"
     )
+
+
+def _levels(text: str) -> list[int]:
+    levels = [int(part) for part in text.split(",") if part.strip()]
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError("connection counts are positive integers")
+    return levels
 
 
 def series(slices: int, seed: int) -> Iterator[bytes]:
@@ -196,11 +215,13 @@ def vault_server(root: Path, workers: int) -> Iterator[VaultServer]:
         stop_process(process)
 
 
-def measure_vault(root: Path, files: Source, args: argparse.Namespace) -> tuple[float, int]:
-    """(MB/s, peak RSS bytes) of the vault taking ``files``."""
+def measure_vault(
+    root: Path, files: Source, args: argparse.Namespace, concurrency: int
+) -> tuple[float, int]:
+    """(MB/s, peak RSS bytes) of the vault taking ``files`` over ``concurrency`` connections."""
     with vault_server(root, args.workers) as server:
         send_all(series(2, seed=99), 1, server.post, server.base)  # warm-up
-        sent, seconds = send_all(files(), args.concurrency, server.post, server.base)
+        sent, seconds = send_all(files(), concurrency, server.post, server.base)
         return sent / seconds / MB, server.peak_rss()
 
 
@@ -234,29 +255,50 @@ def main(argv: list[str] | None = None) -> int:
     print(f"making {slices} slices of 512x512...", flush=True)
     study = list(series(slices, seed=1))
     size = sum(map(len, study)) / MB
-    print(f"series: {slices} files, {size:.0f} MB; concurrency {args.concurrency}", flush=True)
+    print(f"series: {slices} files, {size:.0f} MB", flush=True)
+    figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="bench-upload-") as scratch:
         root = Path(scratch)
-        vault_rate, vault_rss = measure_vault(root / "vault", lambda: study, args)
-        print(f"vault    {vault_rate:7.1f} MB/s, peak RSS {vault_rss / 2**20:.1f} MiB", flush=True)
-        orthanc_rate = measure_orthanc(root / "orthanc", lambda: study, args.concurrency)
-        print(f"orthanc  {orthanc_rate:7.1f} MB/s", flush=True)
-        figures = [
-            Figure("vault upload API", vault_rate, "MB/s"),
-            Figure("Orthanc POST /instances", orthanc_rate, "MB/s"),
-            Figure("vault / Orthanc", vault_rate / orthanc_rate, "x", target=2.0),
-            Figure(f"vault peak RSS, {size:.0f} MB series", vault_rss / 2**20, "MiB"),
-        ]
+        base_rss = 0
+        for level in args.concurrency:
+            level_figures, rss, orthanc_rate = _compare(root / f"c{level}", study, level, args)
+            figures += level_figures
+            base_rss = base_rss or rss
+            if level == 1:
+                files_per_second = orthanc_rate * MB / (size * MB / len(study))
+                half = 1000 / files_per_second / 2
+                figures.append(Figure("Orthanc time per file / 2, 1 connection", half, "ms"))
+        floor = durable_write_ms(root / "floor", len(study[0]))
+        figures.append(Figure("durable-write floor per file, this disk", floor, "ms"))
         if not args.quick:
-            figures += _large_run(root / "vault-large", args, vault_rss)
-    report(figures, args, title=f"upload, {slices} slices, concurrency {args.concurrency}")
+            figures += _large_run(root / "vault-large", args, base_rss)
+    report(figures, args, title=f"upload, {slices} slices ({size:.0f} MB)")
     return 0
+
+
+def _compare(
+    root: Path, study: list[bytes], level: int, args: argparse.Namespace
+) -> tuple[list[Figure], int, float]:
+    """The vault and Orthanc at ``level`` connections: (figures, vault RSS, Orthanc MB/s)."""
+    suffix = f"{level} connection{'s' if level > 1 else ''}"
+    vault_rate, vault_rss = measure_vault(root / "vault", lambda: study, args, level)
+    print(f"vault    {vault_rate:7.1f} MB/s, {suffix}, peak RSS {vault_rss / 2**20:.1f} MiB")
+    orthanc_rate = measure_orthanc(root / "orthanc", lambda: study, level)
+    print(f"orthanc  {orthanc_rate:7.1f} MB/s, {suffix}", flush=True)
+    size = sum(map(len, study)) / MB
+    figures = [
+        Figure(f"vault upload API, {suffix}", vault_rate, "MB/s"),
+        Figure(f"Orthanc POST /instances, {suffix}", orthanc_rate, "MB/s"),
+        Figure(f"vault / Orthanc, {suffix}", vault_rate / orthanc_rate, "x", target=2.0),
+        Figure(f"vault peak RSS, {size:.0f} MB series, {suffix}", vault_rss / 2**20, "MiB"),
+    ]
+    return figures, vault_rss, orthanc_rate
 
 
 def _large_run(root: Path, args: argparse.Namespace, base_rss: int) -> list[Figure]:
     large = args.large_slices
     print(f"vault, {large} slices made on the fly...", flush=True)
-    rate, rss = measure_vault(root, lambda: series(large, seed=2), args)
+    rate, rss = measure_vault(root, lambda: series(large, seed=2), args, args.concurrency[0])
     size = large * 525_000 / MB
     print(f"vault    {rate:7.1f} MB/s, peak RSS {rss / 2**20:.1f} MiB", flush=True)
     return [
