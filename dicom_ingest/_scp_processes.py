@@ -9,20 +9,26 @@ sibling holds fewer open associations
 
 - waits until every child says it serves, and fails if one exits first
   (a receiver that cannot start must not leave a port that nobody serves);
-- watches the children and starts a new one in the slot of any that dies,
-  so that a crash costs that process's open associations, not capacity;
+- watches the children and starts a new one in the slot of any that dies
+  (exits other than cleanly), so that a crash costs that process's open
+  associations, not capacity;
 - stops them all on SIGTERM or SIGINT.
 
 The parent keeps its copy of the listening socket for those restarts; it
-never accepts on it.
+never accepts on it. :class:`ReceiverGroup` bundles the children with the
+idle-study timer for ``dicom-vault scp`` (:func:`run_processes`) and for
+``dicom-vault serve``, which runs them beside the web API.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, MutableSequence
@@ -32,9 +38,11 @@ from socket import socket
 
 from dicom_ingest._scp_transport import AcceptBalance, shared_listener
 from vault.settings import Settings
+from vault.settle import IdleSettler
 
 log = logging.getLogger("dicom_ingest.scp")
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 READY_TIMEOUT_SECONDS = 120.0
 WATCH_SECONDS = 1.0
 
@@ -46,11 +54,13 @@ def serve_child(
     beats: MutableSequence[float],
     slot: int,
     ready: Queue[int],
+    parent: int,
 ) -> None:
     """The body of one child: a receiver on the shared socket until SIGTERM."""
     from dicom_ingest.scp import StorageScp
     from vault.core import open_vault
 
+    die_with_parent(parent)
     vault = open_vault(settings)
     balance = AcceptBalance(counts, beats, slot)
     scp = StorageScp(vault, settings.scp, listener=listener, balance=balance, settle=False)
@@ -61,6 +71,20 @@ def serve_child(
     finally:
         scp.stop()
         vault.close()
+
+
+def die_with_parent(parent: int) -> None:
+    """Have Linux send this process SIGTERM when ``parent`` ends, however it
+    ends (uvicorn re-raises SIGTERM after its shutdown, which skips the
+    parent's ``finally``; SIGKILL skips everything). Exits at once if the
+    parent is already gone. Linux ties this to the parent *thread* that
+    started the child: the watch thread, for replacements, lives until stop.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        raise SystemExit(0)
 
 
 def stop_event() -> threading.Event:
@@ -94,12 +118,16 @@ class ReceiverProcesses:
         self._await_ready(self.count, stopping)
 
     def watch(self, stopping: threading.Event) -> None:
-        """Until ``stopping`` is set, replace any child that has died."""
+        """Until ``stopping`` is set, replace any child that has died.
+
+        A child that exited with status 0 was told to stop (SIGTERM or the
+        terminal's SIGINT, on its way to everyone's shutdown): it is left.
+        """
         while not stopping.wait(WATCH_SECONDS):
             for slot, child in enumerate(self.children):
-                if child.exitcode is not None and not stopping.is_set():
+                if child.exitcode not in (None, 0) and not stopping.is_set():
                     log.warning(
-                        "receiver process %d exited (%s); starting another", slot, child.exitcode
+                        "receiver process %d died (%s); starting another", slot, child.exitcode
                     )
                     self.children[slot] = self._start_child(slot)
 
@@ -112,7 +140,15 @@ class ReceiverProcesses:
         self._listener.close()
 
     def _start_child(self, slot: int) -> BaseProcess:
-        args = (self._settings, self._listener, self._counts, self._beats, slot, self._ready)
+        args = (
+            self._settings,
+            self._listener,
+            self._counts,
+            self._beats,
+            slot,
+            self._ready,
+            os.getpid(),
+        )
         child = self._spawn.Process(target=serve_child, args=args, name=f"dicom-vault-scp-{slot}")
         child.start()
         return child
@@ -131,19 +167,55 @@ class ReceiverProcesses:
             waiting -= 1
 
 
+class ReceiverGroup:
+    """The children and the idle-study timer, for ``scp`` and ``serve`` alike.
+
+    :meth:`start` returns once every child serves; the children are then
+    watched from a background thread until :meth:`stop`.
+    """
+
+    def __init__(self, settings: Settings, settler: IdleSettler) -> None:
+        self.processes = ReceiverProcesses(settings)
+        self._settler = settler
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(
+            target=self.processes.watch, args=(self._stopping,), name="scp-watch", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start the children, wait until all serve, then the timer and the watch.
+
+        Raises:
+            RuntimeError: a child exited, or they did not all start in time
+                (the children are stopped again).
+        """
+        try:
+            self.processes.start(self._stopping)
+        except BaseException:
+            self.processes.stop()
+            raise
+        self._settler.start()
+        self._watcher.start()
+
+    def stop(self) -> None:
+        """Stop the watch, the timer and every child."""
+        self._stopping.set()
+        if self._watcher.is_alive():
+            self._watcher.join()
+        self._settler.stop()
+        self.processes.stop()
+
+
 def run_processes(
-    settings: Settings, settler: threading.Thread, on_ready: Callable[[int], None] | None
+    settings: Settings, settler: IdleSettler, on_ready: Callable[[int], None] | None
 ) -> None:
-    """Run the children and ``settler`` (the idle-study timer) until SIGTERM or SIGINT."""
+    """Run the children and ``settler`` until SIGTERM or SIGINT (``dicom-vault scp``)."""
     stopping = stop_event()
-    processes = ReceiverProcesses(settings)
+    group = ReceiverGroup(settings, settler)
+    group.start()
     try:
-        processes.start(stopping)
-        if stopping.is_set():
-            return
         if on_ready is not None:
-            on_ready(processes.count)
-        settler.start()
-        processes.watch(stopping)
+            on_ready(group.processes.count)
+        stopping.wait()
     finally:
-        processes.stop()
+        group.stop()

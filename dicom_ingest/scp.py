@@ -266,5 +266,4 @@ def _run_processes(
     try:
         run_processes(settings, settler, on_ready)
     finally:
-        settler.stop()
         vault.close()

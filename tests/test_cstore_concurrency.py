@@ -235,6 +235,59 @@ class TestSeveralProcesses:
         assert statuses == [0, 0]
         assert process.returncode == 0
 
+    def test_serve_runs_the_configured_receiver_processes_beside_the_api(
+        self, tmp_path: Path
+    ) -> None:
+        port, api_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "DICOM_VAULT_DATA_DIR": str(tmp_path / "var"),
+            "DICOM_VAULT_SCP__PORT": str(port),
+            "DICOM_VAULT_SCP__PROCESSES": "2",
+        }
+        add = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
+        subprocess.run(add, env=env, check=True, capture_output=True)
+        serve = [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(api_port)]
+        process = subprocess.Popen(serve, env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            assert process.stdout is not None
+            announced = process.stdout.readline()
+            children = [psutil.Process(pid) for pid in receiver_processes(process.pid, port, 2)]
+            opened = [_open(port) for _ in range(2)]
+            statuses = [
+                assoc.send_c_store(ds).Status
+                for seed, assoc in enumerate(opened)
+                for ds in small_series(1, seed=95 + seed)
+            ]
+            for assoc in opened:
+                assoc.release()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        assert "2 processes" in announced
+        assert len(children) == 2
+        assert statuses == [0, 0]
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert alive == []  # they end with the command, however it ends
+
+    def test_receiver_processes_end_when_their_parent_is_killed(self, tmp_path: Path) -> None:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DICOM_VAULT_DATA_DIR": str(tmp_path / "var"),
+            "DICOM_VAULT_SCP__PORT": str(port),
+            "DICOM_VAULT_SCP__PROCESSES": "2",
+        }
+        process = subprocess.Popen([str(CLI), "scp"], env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            wait_until_serving(process)
+            children = [psutil.Process(pid) for pid in receiver_processes(process.pid, port, 2)]
+        finally:
+            process.kill()
+            process.wait(timeout=60)
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert alive == []
+
 
 def _replaced(pid: int, port: int, before: set[int], timeout: float = 120.0) -> list[int]:
     """The listening children once one of ``before`` has been replaced by a new one."""

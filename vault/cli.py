@@ -25,6 +25,7 @@ from vault.settings import Settings
 from vault.settle import IdleSettler, StudySettledHooks
 
 if TYPE_CHECKING:
+    from dicom_ingest._scp_processes import ReceiverGroup
     from dicom_ingest.scp import StorageScp
 
 app = typer.Typer(help="dicom-vault: secure DICOM upload service and health-data vault.")
@@ -91,10 +92,18 @@ def serve(
         background.stop()
 
 
-def _start_receiver(settings: Settings, hooks: StudySettledHooks) -> StorageScp:
-    """The C-STORE receiver (and the idle-study timer) in background threads."""
+def _start_receiver(settings: Settings, hooks: StudySettledHooks) -> StorageScp | ReceiverGroup:
+    """The C-STORE receiver (and the idle-study timer) in background threads,
+    or in ``scp.processes`` child processes when that is more than one."""
+    from dicom_ingest._scp_processes import ReceiverGroup
     from dicom_ingest.scp import StorageScp
 
+    if settings.scp.processes > 1:
+        group = ReceiverGroup(settings, _idle_settler(settings, hooks))
+        group.start()
+        count, address = settings.scp.processes, f"{settings.scp.bind}:{settings.scp.port}"
+        typer.echo(f"DICOM receiver {settings.scp.ae_title} on {address}, {count} processes")
+        return group
     receiver = StorageScp(open_vault(settings), settings.scp, hooks=hooks)
     host, port = receiver.start()
     typer.echo(f"DICOM receiver {settings.scp.ae_title} on {host}:{port}")
@@ -103,14 +112,18 @@ def _start_receiver(settings: Settings, hooks: StudySettledHooks) -> StorageScp:
 
 def _start_settler(settings: Settings, hooks: StudySettledHooks) -> IdleSettler:
     """The idle-study timer alone: uploads never marked complete still settle."""
-    settler = IdleSettler(
+    settler = _idle_settler(settings, hooks)
+    settler.start()
+    return settler
+
+
+def _idle_settler(settings: Settings, hooks: StudySettledHooks) -> IdleSettler:
+    return IdleSettler(
         open_vault(settings),
         idle=timedelta(seconds=settings.scp.settle_idle_seconds),
         interval=timedelta(seconds=settings.scp.settle_check_seconds),
         hooks=hooks,
     )
-    settler.start()
-    return settler
 
 
 @app.command("scp")
