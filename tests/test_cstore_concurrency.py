@@ -72,6 +72,35 @@ def _owner(listeners: list[psutil.Process], port: int, client_port: int) -> int 
     return None
 
 
+def _two_processes(tmp_path: Path, port: int, **scp: str) -> dict[str, str]:
+    """The environment of a two-process receiver on ``port`` (more ``scp`` settings)."""
+    settings = {"PORT": str(port), "PROCESSES": "2", **scp}
+    return {
+        **os.environ,
+        "DICOM_VAULT_DATA_DIR": str(tmp_path / "var"),
+        **{f"DICOM_VAULT_SCP__{name}": value for name, value in settings.items()},
+    }
+
+
+def _add_pacs(env: dict[str, str]) -> None:
+    add = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
+    subprocess.run(add, env=env, check=True, capture_output=True)
+
+
+def _store_over_two_associations(port: int, seed: int) -> list[int]:
+    """The statuses of one new instance sent over each of two associations."""
+    opened = [_open(port) for _ in range(2)]
+    try:
+        return [
+            assoc.send_c_store(ds).Status
+            for n, assoc in enumerate(opened)
+            for ds in small_series(1, seed=seed + n)
+        ]
+    finally:
+        for assoc in opened:
+            assoc.release()
+
+
 def _open(port: int) -> Association:
     ae = AE(ae_title="PACS1")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
@@ -142,15 +171,8 @@ class TestSeveralProcesses:
         self, dcmtk: Dcmtk, tmp_path: Path
     ) -> None:
         port = free_port()
-        env = {
-            **os.environ,
-            "DICOM_VAULT_DATA_DIR": str(tmp_path / "var"),
-            "DICOM_VAULT_SCP__PORT": str(port),
-            "DICOM_VAULT_SCP__PROCESSES": "2",
-            "DICOM_VAULT_SCP__MAX_ASSOCIATIONS": str(MAX_ASSOCIATIONS),
-        }
-        add = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
-        subprocess.run(add, env=env, check=True, capture_output=True)
+        env = _two_processes(tmp_path, port, MAX_ASSOCIATIONS=str(MAX_ASSOCIATIONS))
+        _add_pacs(env)
         process = subprocess.Popen([str(CLI), "scp"], env=env, stdout=subprocess.PIPE, text=True)
         opened: list[Association] = []
         try:
@@ -187,14 +209,12 @@ class TestSeveralProcesses:
             vault.close()
 
     def test_a_receiver_process_that_cannot_start_stops_the_command(self, tmp_path: Path) -> None:
-        env = {
-            **os.environ,
-            "DICOM_VAULT_DATA_DIR": str(tmp_path / "var"),
-            "DICOM_VAULT_SCP__PORT": str(free_port()),
-            "DICOM_VAULT_SCP__PROCESSES": "2",
-            "DICOM_VAULT_SCP__TLS_CERT": str(tmp_path / "missing-cert.pem"),
-            "DICOM_VAULT_SCP__TLS_KEY": str(tmp_path / "missing-key.pem"),
-        }
+        env = _two_processes(
+            tmp_path,
+            free_port(),
+            TLS_CERT=str(tmp_path / "missing-cert.pem"),
+            TLS_KEY=str(tmp_path / "missing-key.pem"),
+        )
         done = subprocess.run(
             [str(CLI), "scp"], env=env, capture_output=True, text=True, timeout=180
         )
@@ -206,28 +226,15 @@ class TestSeveralProcesses:
         self, dcmtk: Dcmtk, tmp_path: Path
     ) -> None:
         port = free_port()
-        env = {
-            **os.environ,
-            "DICOM_VAULT_DATA_DIR": str(tmp_path / "var"),
-            "DICOM_VAULT_SCP__PORT": str(port),
-            "DICOM_VAULT_SCP__PROCESSES": "2",
-        }
-        add = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
-        subprocess.run(add, env=env, check=True, capture_output=True)
+        env = _two_processes(tmp_path, port)
+        _add_pacs(env)
         process = subprocess.Popen([str(CLI), "scp"], env=env, stdout=subprocess.PIPE, text=True)
         try:
             wait_until_serving(process)
             first = receiver_processes(process.pid, port, 2)
             os.kill(first[0], signal.SIGKILL)
             replaced = _replaced(process.pid, port, set(first))
-            opened = [_open(port) for _ in range(2)]
-            statuses = [
-                assoc.send_c_store(ds).Status
-                for seed, assoc in enumerate(opened)
-                for ds in small_series(1, seed=90 + seed)
-            ]
-            for assoc in opened:
-                assoc.release()
+            statuses = _store_over_two_associations(port, seed=90)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
@@ -239,28 +246,15 @@ class TestSeveralProcesses:
         self, tmp_path: Path
     ) -> None:
         port, api_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "DICOM_VAULT_DATA_DIR": str(tmp_path / "var"),
-            "DICOM_VAULT_SCP__PORT": str(port),
-            "DICOM_VAULT_SCP__PROCESSES": "2",
-        }
-        add = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
-        subprocess.run(add, env=env, check=True, capture_output=True)
+        env = _two_processes(tmp_path, port)
+        _add_pacs(env)
         serve = [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(api_port)]
         process = subprocess.Popen(serve, env=env, stdout=subprocess.PIPE, text=True)
         try:
             assert process.stdout is not None
             announced = process.stdout.readline()
             children = [psutil.Process(pid) for pid in receiver_processes(process.pid, port, 2)]
-            opened = [_open(port) for _ in range(2)]
-            statuses = [
-                assoc.send_c_store(ds).Status
-                for seed, assoc in enumerate(opened)
-                for ds in small_series(1, seed=95 + seed)
-            ]
-            for assoc in opened:
-                assoc.release()
+            statuses = _store_over_two_associations(port, seed=95)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
@@ -272,12 +266,7 @@ class TestSeveralProcesses:
 
     def test_receiver_processes_end_when_their_parent_is_killed(self, tmp_path: Path) -> None:
         port = free_port()
-        env = {
-            **os.environ,
-            "DICOM_VAULT_DATA_DIR": str(tmp_path / "var"),
-            "DICOM_VAULT_SCP__PORT": str(port),
-            "DICOM_VAULT_SCP__PROCESSES": "2",
-        }
+        env = _two_processes(tmp_path, port)
         process = subprocess.Popen([str(CLI), "scp"], env=env, stdout=subprocess.PIPE, text=True)
         try:
             wait_until_serving(process)
