@@ -7,7 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.sop_class import CTImageStorage
 
+from dicom_ingest._scp_transport import AcceptBalance, shared_listener
+from dicom_ingest.scp import StorageScp
 from dicom_ingest.synthetic import write_series
 from tests.cstore_support import instance_count, run_storescu, small_series
 from tests.services.dicom_peers import (
@@ -117,3 +123,48 @@ class TestMutualTls:
         assert (wrong.returncode != 0, none.returncode != 0) == (True, True)
         assert right.returncode == 0, right.stderr
         assert instance_count(tls_receiver.vault) == 1
+
+
+class TestTlsOnASharedSocket:
+    def test_receiver_processes_sharing_one_socket_each_speak_tls(
+        self, embedded_vault: Vault, tls_material: TlsMaterial
+    ) -> None:
+        register_node(embedded_vault)
+        listener = shared_listener("127.0.0.1", 0)
+        counts, beats = [0, 0], [0.0, 0.0]
+        settings = tls_settings(tls_material, require_client_cert=False)
+        scps = [
+            StorageScp(
+                embedded_vault, settings, listener=listener, balance=AcceptBalance(counts, beats, n)
+            )
+            for n in range(2)
+        ]
+        opened: list[Association] = []
+        try:
+            for scp in scps:
+                scp.start()
+            opened = [_tls_association(listener.getsockname()[1], tls_material) for _ in range(2)]
+            held = [scp.server.open_connections() for scp in scps if scp.server]
+            statuses = [
+                assoc.send_c_store(ds).Status
+                for n, assoc in enumerate(opened)
+                for ds in small_series(1, seed=50 + n)
+            ]
+        finally:
+            for assoc in opened:
+                assoc.release()
+            for scp in scps:
+                scp.stop()
+        assert held == [1, 1]
+        assert statuses == [0, 0]
+        assert instance_count(embedded_vault) == 2
+
+
+def _tls_association(port: int, tls: TlsMaterial) -> Association:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca))
+    context.check_hostname = False
+    ae = AE(ae_title="PACS1")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="DICOMVAULT", tls_args=(context, None))
+    assert assoc.is_established
+    return assoc
