@@ -22,6 +22,7 @@ idle-study timer for ``dicom-vault scp`` (:func:`run_processes`) and for
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -45,6 +46,8 @@ log = logging.getLogger("dicom_ingest.scp")
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 READY_TIMEOUT_SECONDS = 120.0
 WATCH_SECONDS = 1.0
+STABLE_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 60.0
 
 
 def serve_child(
@@ -95,6 +98,25 @@ def stop_event() -> threading.Event:
     return stopping
 
 
+class RestartBackoff:
+    """How long to wait before starting a dead child again, slot by slot.
+
+    One second after a death; twice the last wait after each death within
+    :data:`STABLE_SECONDS` of the child's start, up to
+    :data:`MAX_BACKOFF_SECONDS`; one second again once a child has lived
+    longer than that.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._failures = [0] * count
+
+    def delay(self, slot: int, *, lived: float) -> float:
+        """Seconds to wait before restarting ``slot``, whose child lived ``lived`` s."""
+        quick = lived < STABLE_SECONDS
+        self._failures[slot] = self._failures[slot] + 1 if quick else 1
+        return min(2.0 ** (self._failures[slot] - 1), MAX_BACKOFF_SECONDS)
+
+
 class ReceiverProcesses:
     """Starts, watches and stops the receiver children (see module docstring)."""
 
@@ -107,6 +129,7 @@ class ReceiverProcesses:
         self._ready: Queue[int] = self._spawn.Queue()
         self._listener = shared_listener(settings.scp.bind, settings.scp.port)
         self.children: list[BaseProcess] = []
+        self._started = [0.0] * self.count
 
     def start(self, stopping: threading.Event) -> None:
         """Start every child and wait until all serve (or ``stopping`` is set).
@@ -122,14 +145,35 @@ class ReceiverProcesses:
 
         A child that exited with status 0 was told to stop (SIGTERM or the
         terminal's SIGINT, on its way to everyone's shutdown): it is left.
+        Restarts wait as :class:`RestartBackoff` says, so that a receiver
+        that cannot run does not spend a core on restarting.
         """
+        backoff = RestartBackoff(self.count)
+        due = [0.0] * self.count
         while not stopping.wait(WATCH_SECONDS):
+            self._drain_ready()
             for slot, child in enumerate(self.children):
-                if child.exitcode not in (None, 0) and not stopping.is_set():
+                if child.exitcode in (None, 0) or stopping.is_set():
+                    continue
+                now = time.monotonic()
+                if not due[slot]:
+                    delay = backoff.delay(slot, lived=now - self._started[slot])
+                    due[slot] = now + delay
                     log.warning(
-                        "receiver process %d died (%s); starting another", slot, child.exitcode
+                        "receiver process %d died (%s); starting another in %.0f s",
+                        slot,
+                        child.exitcode,
+                        delay,
                     )
+                if now >= due[slot]:
+                    due[slot] = 0.0
                     self.children[slot] = self._start_child(slot)
+
+    def _drain_ready(self) -> None:
+        """Drop the ready messages of replacements (nobody waits for them)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._ready.get_nowait()
 
     def stop(self) -> None:
         """Stop every child and close the listening socket."""
@@ -151,6 +195,7 @@ class ReceiverProcesses:
         )
         child = self._spawn.Process(target=serve_child, args=args, name=f"dicom-vault-scp-{slot}")
         child.start()
+        self._started[slot] = time.monotonic()
         return child
 
     def _await_ready(self, waiting: int, stopping: threading.Event) -> None:

@@ -20,6 +20,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage
 
+from dicom_ingest._scp_processes import STABLE_SECONDS, RestartBackoff
 from dicom_ingest._scp_transport import STALE_SECONDS, AcceptBalance, shared_listener
 from dicom_ingest.scp import StorageScp
 from dicom_ingest.synthetic import write_series
@@ -131,6 +132,20 @@ class TestAcceptBalance:
         assert counts == [0, 3]
         balance.publish(1)
         assert counts == [0, 1]
+
+
+class TestRestartBackoff:
+    def test_a_child_that_keeps_dying_at_once_waits_ever_longer_up_to_a_minute(self) -> None:
+        backoff = RestartBackoff(2)
+        delays = [backoff.delay(0, lived=1.0) for _ in range(9)]
+        assert delays == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+        assert backoff.delay(1, lived=1.0) == 1  # each slot counts its own
+
+    def test_a_child_that_ran_for_a_while_is_restarted_after_a_second(self) -> None:
+        backoff = RestartBackoff(1)
+        for _ in range(5):
+            backoff.delay(0, lived=1.0)
+        assert backoff.delay(0, lived=STABLE_SECONDS + 1) == 1
 
 
 class TestOneSocketTwoReceivers:
