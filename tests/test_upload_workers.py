@@ -1,0 +1,118 @@
+"""The upload API under several worker processes (``api.workers`` > 1).
+
+The README suggests one worker per core for several uploaders at once; the
+tus resumption must then hold whichever worker takes each request.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.services.dicom_peers import free_port
+from tests.upload_support import Uploader, series_bytes
+from vault.admin import create_case, create_user, get_or_create_organisation
+from vault.auth.login import Authenticator
+from vault.auth.sessions import cookie_name
+from vault.core import open_vault
+from vault.settings import AuthSettings, Settings
+
+CLI = Path(sys.executable).with_name("dicom-vault")
+BLOCK = 64 * 1024
+WORKERS = 2
+
+
+def _clinician(root: Path) -> tuple[str, str, str]:
+    """A clinician's session on the vault at ``root``: (cookie name, cookie, case id)."""
+    settings = Settings(data_dir=root, auth=AuthSettings(cookie_secure=False))
+    vault = open_vault(settings)
+    try:
+        with vault.catalog.session() as session:
+            organisation = get_or_create_organisation(session, "Workers Hospital")
+            user = create_user(session, "clin@workers.example", "clinician", organisation)
+            case = create_case(session, "CASE-WORKERS", organisation)
+            cookie = Authenticator(vault).sessions.start(session, user.id, "full", "test")
+            return cookie_name(settings.auth), cookie, case.id
+    finally:
+        vault.close()
+
+
+@contextmanager
+def _served(root: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DICOM_VAULT_DATA_DIR": str(root),
+        "DICOM_VAULT_AUTH__COOKIE_SECURE": "false",
+        "DICOM_VAULT_API__WORKERS": str(WORKERS),
+        "DICOM_VAULT_UPLOADS__BLOCK_BYTES": str(BLOCK),
+    }
+    argv = [str(CLI), "serve", "--no-scp", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, process)
+        yield base, process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the server exited during start-up")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError("the server never answered")
+
+
+class TestSeveralApiWorkers:
+    def test_concurrent_files_and_a_resumed_one_are_all_stored_across_workers(
+        self, tmp_path: Path
+    ) -> None:
+        root = tmp_path / "var"
+        name, cookie, case_id = _clinician(root)
+        slices = series_bytes(9, size=256, seed=7)
+        whole, resumed = slices[:8], slices[8]
+        with _served(root) as (base, process):
+            workers = psutil.Process(process.pid).children()
+
+            def uploader() -> Uploader:  # a connection of its own: any worker may take it
+                return Uploader(httpx.Client(base_url=base, timeout=60), name, cookie)
+
+            upload = uploader().new_upload(case_id)
+
+            def send(data: bytes) -> str | None:
+                return uploader().send(upload, data).headers.get("x-vault-outcome")
+
+            with ThreadPoolExecutor(4) as pool:
+                outcomes = list(pool.map(send, whole))
+            url = uploader().create(upload, len(resumed)).headers["location"]
+            first = uploader().patch(url, 0, resumed[: BLOCK + 7]).status_code
+            offset = int(uploader().head(url).headers["upload-offset"])
+            last = uploader().patch(url, offset, resumed[offset:]).headers.get("x-vault-outcome")
+            reader = uploader()
+            state = reader.client.get(f"/api/uploads/{upload['upload_id']}", headers=reader.cookie)
+        assert len(workers) >= WORKERS
+        assert outcomes == ["stored"] * len(whole)
+        assert (first, offset, last) == (204, BLOCK + 7, "stored")
+        vault = open_vault(Settings(data_dir=root))
+        try:
+            assert vault.audit.verify() == []
+        finally:
+            vault.close()
+        assert state.json()["files"].get("stored") == len(slices), state.text
