@@ -52,6 +52,7 @@ import psutil
 from benchmarks._common import Figure, durable_write_ms, parse_args, report
 from dicom_ingest.synthetic import encode, make_ct_series
 from tests.services.dicom_peers import free_port, start_orthanc, stop_process
+from tests.services.vault_server import clinician_session, wait_until_healthy
 
 CLI = Path(sys.executable).with_name("dicom-vault")
 MB = 1_000_000
@@ -160,53 +161,18 @@ def _vault_env(root: Path, port: int, workers: int) -> dict[str, str]:
     return env
 
 
-def _clinician_session(root: Path) -> tuple[str, str, str]:
-    """A clinician, a case and a logged-in session on the vault at ``root``:
-    (cookie name, cookie, case id)."""
-    from vault.admin import create_case, create_user, get_or_create_organisation
-    from vault.auth.login import Authenticator
-    from vault.auth.sessions import cookie_name
-    from vault.core import open_vault
-    from vault.settings import AuthSettings, Settings
-
-    settings = Settings(data_dir=root, auth=AuthSettings(cookie_secure=False))
-    vault = open_vault(settings)
-    try:
-        with vault.catalog.session() as session:
-            organisation = get_or_create_organisation(session, "Benchmark Hospital")
-            user = create_user(session, "bench@hospital.example", "clinician", organisation)
-            case = create_case(session, "BENCH-0001", organisation)
-            cookie = Authenticator(vault).sessions.start(session, user.id, "full", "bench")
-            return cookie_name(settings.auth), cookie, case.id
-    finally:
-        vault.close()
-
-
-def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("the vault server exited during start-up")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("the vault server never answered")
-
-
 @contextmanager
 def vault_server(root: Path, workers: int) -> Iterator[VaultServer]:
     from vault.auth.sessions import csrf_token
 
     port = free_port()
     env = _vault_env(root, port, workers)
-    name, cookie, case_id = _clinician_session(root)
+    name, cookie, case_id = clinician_session(root, "Benchmark Hospital", "BENCH-0001")
     argv = [str(CLI), "serve", "--no-scp"]
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_ready(base, process)
+        wait_until_healthy(base, process, READY_SECONDS)
         headers = {"Cookie": f"{name}={cookie}", "X-CSRF-Token": csrf_token(cookie)}
         response = httpx.post(f"{base}/api/uploads", json={"case_id": case_id}, headers=headers)
         response.raise_for_status()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -19,31 +18,14 @@ import httpx
 import psutil
 
 from tests.services.dicom_peers import free_port
+from tests.services.vault_server import clinician_session, wait_until_healthy
 from tests.upload_support import Uploader, series_bytes
-from vault.admin import create_case, create_user, get_or_create_organisation
-from vault.auth.login import Authenticator
-from vault.auth.sessions import cookie_name
 from vault.core import open_vault
-from vault.settings import AuthSettings, Settings
+from vault.settings import Settings
 
 CLI = Path(sys.executable).with_name("dicom-vault")
 BLOCK = 64 * 1024
 WORKERS = 2
-
-
-def _clinician(root: Path) -> tuple[str, str, str]:
-    """A clinician's session on the vault at ``root``: (cookie name, cookie, case id)."""
-    settings = Settings(data_dir=root, auth=AuthSettings(cookie_secure=False))
-    vault = open_vault(settings)
-    try:
-        with vault.catalog.session() as session:
-            organisation = get_or_create_organisation(session, "Workers Hospital")
-            user = create_user(session, "clin@workers.example", "clinician", organisation)
-            case = create_case(session, "CASE-WORKERS", organisation)
-            cookie = Authenticator(vault).sessions.start(session, user.id, "full", "test")
-            return cookie_name(settings.auth), cookie, case.id
-    finally:
-        vault.close()
 
 
 @contextmanager
@@ -60,24 +42,11 @@ def _served(root: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, process)
+        wait_until_healthy(base, process)
         yield base, process
     finally:
         process.terminate()
         process.wait(timeout=60)
-
-
-def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("the server exited during start-up")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise RuntimeError("the server never answered")
 
 
 class TestSeveralApiWorkers:
@@ -85,7 +54,7 @@ class TestSeveralApiWorkers:
         self, tmp_path: Path
     ) -> None:
         root = tmp_path / "var"
-        name, cookie, case_id = _clinician(root)
+        name, cookie, case_id = clinician_session(root, "Workers Hospital", "CASE-WORKERS")
         slices = series_bytes(9, size=256, seed=7)
         whole, resumed = slices[:8], slices[8]
         with _served(root) as (base, process):
