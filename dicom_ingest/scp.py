@@ -37,7 +37,7 @@ from datetime import timedelta
 from types import TracebackType
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 
 from dicom_ingest._scp_peers import PeerRegistry
@@ -68,6 +68,12 @@ from vault.settle import IdleSettler, StudySettledHooks
 __all__ = ["StorageScp", "build_ae", "run_scp"]
 
 log = logging.getLogger(__name__)
+
+# pynetdicom logs query/retrieve identifiers (names, IDs, dates) in full at
+# INFO. The receiver answers no query today; should one be added, its
+# identifiers must still stay out of the logs.
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
 
 _UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 

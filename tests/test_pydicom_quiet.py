@@ -1,4 +1,5 @@
-"""No element value reaches a log or a warning through pydicom (vault.pydicom_quiet).
+"""No element value reaches a log or a warning through pydicom (vault.pydicom_quiet),
+nor an identifier through pynetdicom's dumps (dicom_ingest.scp).
 
 pydicom reports an invalid value with the value itself; here the values a
 sender could put in are a patient's UID, birth date and name.
@@ -81,3 +82,12 @@ class TestNoValueInLogsOrWarnings:
             f"Invalid value for VR PN: {REDACTED}.",
             f"Value {REDACTED} is not valid for DS",
         ]
+
+
+class TestPynetdicomLogsNoIdentifiers:
+    def test_the_receiver_turns_off_pynetdicoms_identifier_dumps(self) -> None:
+        from pynetdicom import _config
+
+        import dicom_ingest.scp  # noqa: F401  (sets them on import)
+
+        assert (_config.LOG_REQUEST_IDENTIFIERS, _config.LOG_RESPONSE_IDENTIFIERS) == (False, False)
