@@ -138,7 +138,7 @@ class ReceiverProcesses:
             RuntimeError: a child exited, or they did not all start in time.
         """
         self.children = [self._start_child(slot) for slot in range(self.count)]
-        self._await_ready(self.count, stopping)
+        self._await_ready(stopping)
 
     def watch(self, stopping: threading.Event) -> None:
         """Until ``stopping`` is set, replace any child that has died.
@@ -198,7 +198,8 @@ class ReceiverProcesses:
         self._started[slot] = time.monotonic()
         return child
 
-    def _await_ready(self, waiting: int, stopping: threading.Event) -> None:
+    def _await_ready(self, stopping: threading.Event) -> None:
+        waiting = self.count
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while waiting and not stopping.is_set():
             if any(child.exitcode is not None for child in self.children):

@@ -33,7 +33,6 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 from types import TracebackType
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -150,14 +149,7 @@ class StorageScp:
         self._server: VaultAssociationServer | None = None
         self._thread: threading.Thread | None = None
         self._settler = (
-            IdleSettler(
-                vault,
-                idle=timedelta(seconds=self._settings.settle_idle_seconds),
-                interval=timedelta(seconds=self._settings.settle_check_seconds),
-                hooks=self._hooks,
-            )
-            if settle
-            else None
+            IdleSettler.from_settings(vault, self._settings, self._hooks) if settle else None
         )
 
     @property
@@ -263,12 +255,7 @@ def _run_processes(
     hooks: StudySettledHooks | None,
     on_ready: Callable[[int], None] | None,
 ) -> None:
-    settler = IdleSettler(
-        vault,
-        idle=timedelta(seconds=settings.scp.settle_idle_seconds),
-        interval=timedelta(seconds=settings.scp.settle_check_seconds),
-        hooks=hooks,
-    )
+    settler = IdleSettler.from_settings(vault, settings.scp, hooks)
     try:
         run_processes(settings, settler, on_ready)
     finally:

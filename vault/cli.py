@@ -7,7 +7,6 @@ records what it did in the access log as actor ``cli``.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -118,12 +117,7 @@ def _start_settler(settings: Settings, hooks: StudySettledHooks) -> IdleSettler:
 
 
 def _idle_settler(settings: Settings, hooks: StudySettledHooks) -> IdleSettler:
-    return IdleSettler(
-        open_vault(settings),
-        idle=timedelta(seconds=settings.scp.settle_idle_seconds),
-        interval=timedelta(seconds=settings.scp.settle_check_seconds),
-        hooks=hooks,
-    )
+    return IdleSettler.from_settings(open_vault(settings), settings.scp, hooks)
 
 
 @app.command("scp")

@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from vault.catalog.models import Study
 from vault.core import Vault
 from vault.errors import NotFound
+from vault.settings import ScpSettings
 
 SettleListener = Callable[[str], None]
 
@@ -143,6 +144,19 @@ class IdleSettler(threading.Thread):
         self._interval = interval.total_seconds()
         self._hooks = hooks
         self._stopping = threading.Event()
+
+    @classmethod
+    def from_settings(
+        cls, vault: Vault, settings: ScpSettings, hooks: StudySettledHooks | None = None
+    ) -> IdleSettler:
+        """The timer of ``settings.settle_idle_seconds``, checked every
+        ``settings.settle_check_seconds`` (the receiver's, also run by ``serve``)."""
+        return cls(
+            vault,
+            idle=timedelta(seconds=settings.settle_idle_seconds),
+            interval=timedelta(seconds=settings.settle_check_seconds),
+            hooks=hooks,
+        )
 
     def run(self) -> None:
         while not self._stopping.wait(self._interval):
