@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -16,10 +18,13 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import func, select
 
+from dicom_ingest._scp_transport import AcceptBalance, shared_listener
+from dicom_ingest.scp import StorageScp
 from dicom_ingest.synthetic import make_ct_series
 from tests.services.dicom_peers import Dcmtk, Receiver, nodelay_env
 from vault.catalog.models import Instance, Study
 from vault.core import Vault
+from vault.settings import ScpSettings
 
 
 def small_series(n: int = 3, *, seed: int = 0, **kwargs: object) -> list[Dataset]:
@@ -100,3 +105,30 @@ def run_storescu(
         *map(str, files),
     ]
     return subprocess.run(argv, capture_output=True, text=True, env=nodelay_env(), timeout=120)
+
+
+@contextmanager
+def receivers_on_one_socket(
+    vault: Vault, settings: ScpSettings, count: int = 2
+) -> Iterator[tuple[int, list[StorageScp]]]:
+    """``count`` started receivers in this process sharing one listening socket
+    and one :class:`AcceptBalance`, as receiver processes do; (port, receivers)."""
+    listener = shared_listener("127.0.0.1", 0)
+    counts, beats = [0] * count, [0.0] * count
+    scps = [
+        StorageScp(vault, settings, listener=listener, balance=AcceptBalance(counts, beats, n))
+        for n in range(count)
+    ]
+    try:
+        for scp in scps:
+            scp.start()
+        yield listener.getsockname()[1], scps
+    finally:
+        for scp in scps:
+            scp.stop()
+        listener.close()
+
+
+def held_connections(scps: list[StorageScp]) -> list[int]:
+    """Each receiver's count of accepted connections not yet closed."""
+    return [scp.server.open_connections() for scp in scps if scp.server]

@@ -21,10 +21,15 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage
 
 from dicom_ingest._scp_processes import STABLE_SECONDS, RestartBackoff
-from dicom_ingest._scp_transport import STALE_SECONDS, AcceptBalance, shared_listener
-from dicom_ingest.scp import StorageScp
+from dicom_ingest._scp_transport import STALE_SECONDS, AcceptBalance
 from dicom_ingest.synthetic import write_series
-from tests.cstore_support import instance_count, small_series, studies
+from tests.cstore_support import (
+    held_connections,
+    instance_count,
+    receivers_on_one_socket,
+    small_series,
+    studies,
+)
 from tests.services.dicom_peers import (
     Dcmtk,
     Receiver,
@@ -34,7 +39,7 @@ from tests.services.dicom_peers import (
     wait_until_serving,
 )
 from tests.test_cstore_cli import wait_for_echo
-from vault.core import Vault, open_vault
+from vault.core import open_vault
 from vault.settings import ScpSettings, Settings
 
 CLI = Path(sys.executable).with_name("dicom-vault")
@@ -150,35 +155,20 @@ class TestRestartBackoff:
 
 class TestOneSocketTwoReceivers:
     def test_held_associations_are_split_evenly_between_receivers(self, receiver: Receiver) -> None:
-        vault: Vault = receiver.vault
-        listener = shared_listener("127.0.0.1", 0)
-        counts, beats = [0, 0], [0.0, 0.0]
         settings = ScpSettings(port=0, settle_check_seconds=3600)
-        scps = [
-            StorageScp(vault, settings, listener=listener, balance=AcceptBalance(counts, beats, n))
-            for n in range(2)
-        ]
         opened: list[Association] = []
-        try:
-            for scp in scps:
-                scp.start()
-            port = listener.getsockname()[1]
-            opened = [_open(port) for _ in range(4)]
-            assert all(assoc.is_established for assoc in opened)
-            held = [scp.server.open_connections() for scp in scps if scp.server]
-            statuses = [
-                assoc.send_c_store(ds).Status
-                for assoc in opened[:1]
-                for ds in small_series(1, seed=80)
-            ]
-        finally:
-            for assoc in opened:
-                assoc.release()
-            for scp in scps:
-                scp.stop()
+        with receivers_on_one_socket(receiver.vault, settings) as (port, scps):
+            try:
+                opened = [_open(port) for _ in range(4)]
+                assert all(assoc.is_established for assoc in opened)
+                held = held_connections(scps)
+                statuses = [opened[0].send_c_store(ds).Status for ds in small_series(1, seed=80)]
+            finally:
+                for assoc in opened:
+                    assoc.release()
         assert held == [2, 2]
         assert statuses == [0]
-        assert instance_count(vault) == 1
+        assert instance_count(receiver.vault) == 1
 
 
 class TestSeveralProcesses:

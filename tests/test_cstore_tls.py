@@ -12,10 +12,14 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage
 
-from dicom_ingest._scp_transport import AcceptBalance, shared_listener
-from dicom_ingest.scp import StorageScp
 from dicom_ingest.synthetic import write_series
-from tests.cstore_support import instance_count, run_storescu, small_series
+from tests.cstore_support import (
+    held_connections,
+    instance_count,
+    receivers_on_one_socket,
+    run_storescu,
+    small_series,
+)
 from tests.services.dicom_peers import (
     Dcmtk,
     Receiver,
@@ -130,31 +134,20 @@ class TestTlsOnASharedSocket:
         self, embedded_vault: Vault, tls_material: TlsMaterial
     ) -> None:
         register_node(embedded_vault)
-        listener = shared_listener("127.0.0.1", 0)
-        counts, beats = [0, 0], [0.0, 0.0]
         settings = tls_settings(tls_material, require_client_cert=False)
-        scps = [
-            StorageScp(
-                embedded_vault, settings, listener=listener, balance=AcceptBalance(counts, beats, n)
-            )
-            for n in range(2)
-        ]
         opened: list[Association] = []
-        try:
-            for scp in scps:
-                scp.start()
-            opened = [_tls_association(listener.getsockname()[1], tls_material) for _ in range(2)]
-            held = [scp.server.open_connections() for scp in scps if scp.server]
-            statuses = [
-                assoc.send_c_store(ds).Status
-                for n, assoc in enumerate(opened)
-                for ds in small_series(1, seed=50 + n)
-            ]
-        finally:
-            for assoc in opened:
-                assoc.release()
-            for scp in scps:
-                scp.stop()
+        with receivers_on_one_socket(embedded_vault, settings) as (port, scps):
+            try:
+                opened = [_tls_association(port, tls_material) for _ in range(2)]
+                held = held_connections(scps)
+                statuses = [
+                    assoc.send_c_store(ds).Status
+                    for n, assoc in enumerate(opened)
+                    for ds in small_series(1, seed=50 + n)
+                ]
+            finally:
+                for assoc in opened:
+                    assoc.release()
         assert held == [1, 1]
         assert statuses == [0, 0]
         assert instance_count(embedded_vault) == 2
