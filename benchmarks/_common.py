@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -132,16 +134,13 @@ def durable_write_ms(directory: Path, size: int, count: int = 200) -> float:
     design spends per instance on this disk, measured in the same run as
     the rates it is set beside.
     """
-    import os
-    import sqlite3
-
+    from vault.catalog.db import _sqlite_pragmas
     from vault.store.filesystem import FilesystemObjectStore
 
     directory.mkdir(parents=True, exist_ok=True)
     store = FilesystemObjectStore(directory / "objects")
-    database = sqlite3.connect(directory / "floor.sqlite", isolation_level=None)
-    database.execute("PRAGMA journal_mode=WAL")
-    database.execute("PRAGMA synchronous=FULL")
+    database = sqlite3.connect(directory / "floor.sqlite")
+    _sqlite_pragmas(database, None)  # the catalog's own: WAL, synchronous=FULL, autocommit
     database.execute("CREATE TABLE object (key TEXT PRIMARY KEY, size INTEGER)")
     payloads = [os.urandom(size) for _ in range(4)]
     started = time.perf_counter()

@@ -231,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             figures += level_figures
             base_rss = base_rss or rss
             if level == 1:
-                files_per_second = orthanc_rate * MB / (size * MB / len(study))
-                half = 1000 / files_per_second / 2
+                mean_file_mb = size / len(study)
+                half = 1000 * mean_file_mb / orthanc_rate / 2
                 figures.append(Figure("Orthanc time per file / 2, 1 connection", half, "ms"))
         floor = durable_write_ms(root / "floor", len(study[0]))
         figures.append(Figure("durable-write floor per file, this disk", floor, "ms"))
