@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import logging
 import multiprocessing
 import os
 import queue
+import select
 import signal
 import sys
 import threading
@@ -47,6 +49,7 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 READY_TIMEOUT_SECONDS = 120.0
 WATCH_SECONDS = 1.0
 STABLE_SECONDS = 30.0
+STOP_GRACE_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 60.0
 
 
@@ -64,16 +67,29 @@ def serve_child(
     from vault.core import open_vault
 
     die_with_parent(parent)
+    stopping = StopSignal()
     vault = open_vault(settings)
     balance = AcceptBalance(counts, beats, slot)
     scp = StorageScp(vault, settings.scp, listener=listener, balance=balance, settle=False)
     scp.start()
     ready.put(slot)
     try:
-        stop_event().wait()
+        stopping.wait()
     finally:
+        bound_the_stop()
         scp.stop()
         vault.close()
+
+
+def bound_the_stop(seconds: float = STOP_GRACE_SECONDS) -> None:
+    """Should this process not have ended ``seconds`` from now, print every
+    thread's stack to stderr and exit with status 1.
+
+    A receiver that hangs while stopping (an association that will not
+    close, a storage call that never returns) must not outlive the command
+    that runs it and keep the port's shared socket open; the stacks say why.
+    """
+    faulthandler.dump_traceback_later(seconds, exit=True)
 
 
 def die_with_parent(parent: int) -> None:
@@ -90,12 +106,29 @@ def die_with_parent(parent: int) -> None:
         raise SystemExit(0)
 
 
-def stop_event() -> threading.Event:
-    """An event set by SIGTERM or SIGINT (call from the main thread)."""
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
-    return stopping
+class StopSignal:
+    """Whether SIGTERM or SIGINT has arrived; make it in the main thread.
+
+    The handler only writes a byte to a pipe, so any number of signals, at
+    any moment, are safe: a handler that set a :class:`threading.Event`
+    could deadlock on the event's own lock if a second signal came while
+    the main thread held it.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._write, b"\0")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a signal has arrived (or ``timeout`` s); whether one has."""
+        readable, _, _ = select.select([self._read], [], [], timeout)
+        return bool(readable)
 
 
 class RestartBackoff:
@@ -176,11 +209,21 @@ class ReceiverProcesses:
                 self._ready.get_nowait()
 
     def stop(self) -> None:
-        """Stop every child and close the listening socket."""
+        """Stop every child and close the listening socket.
+
+        A child gets :data:`STOP_GRACE_SECONDS` (and ends itself after that,
+        see :func:`bound_the_stop`); one still there a few seconds later is
+        killed.
+        """
         for child in self.children:
             child.terminate()
-        for child in self.children:
-            child.join()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS + 5.0
+        for slot, child in enumerate(self.children):
+            child.join(max(deadline - time.monotonic(), 0.0))
+            if child.exitcode is None:
+                log.warning("receiver process %d did not stop; killing it", slot)
+                child.kill()
+                child.join()
         self._listener.close()
 
     def _start_child(self, slot: int) -> BaseProcess:
@@ -256,7 +299,7 @@ def run_processes(
     settings: Settings, settler: IdleSettler, on_ready: Callable[[int], None] | None
 ) -> None:
     """Run the children and ``settler`` until SIGTERM or SIGINT (``dicom-vault scp``)."""
-    stopping = stop_event()
+    stopping = StopSignal()
     group = ReceiverGroup(settings, settler)
     group.start()
     try:

@@ -40,7 +40,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 
 from dicom_ingest._scp_peers import PeerRegistry
-from dicom_ingest._scp_processes import run_processes, stop_event
+from dicom_ingest._scp_processes import StopSignal, bound_the_stop, run_processes
 from dicom_ingest._scp_store import (
     ReceiverContext,
     case_tag_for,
@@ -236,13 +236,15 @@ def run_scp(
     """
     vault = open_vault(settings)
     if settings.scp.processes == 1:
+        stopping = StopSignal()
         scp = StorageScp(vault, settings.scp, hooks=hooks)
         scp.start()
         if on_ready is not None:
             on_ready(1)
         try:
-            stop_event().wait()
+            stopping.wait()
         finally:
+            bound_the_stop()
             scp.stop()
             vault.close()
         return

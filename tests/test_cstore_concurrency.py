@@ -153,6 +153,42 @@ class TestRestartBackoff:
         assert backoff.delay(0, lived=STABLE_SECONDS + 1) == 1
 
 
+_SIGNALLED_TWICE = """
+import os, signal, sys
+from dicom_ingest._scp_processes import StopSignal
+stopping = StopSignal()
+before = stopping.wait(timeout=0)
+os.kill(os.getpid(), signal.SIGTERM)
+os.kill(os.getpid(), signal.SIGINT)
+os.kill(os.getpid(), signal.SIGTERM)
+print(before, stopping.wait(timeout=5))
+"""
+
+_HANGS_WHILE_STOPPING = """
+import threading, time
+from dicom_ingest._scp_processes import bound_the_stop
+threading.Thread(target=time.sleep, args=(60,), name="stuck-association").start()
+bound_the_stop(0.5)
+time.sleep(60)
+"""
+
+
+class TestStopping:
+    def test_any_number_of_stop_signals_only_ends_the_wait(self) -> None:
+        run = [sys.executable, "-c", _SIGNALLED_TWICE]
+        done = subprocess.run(run, capture_output=True, text=True, timeout=60, check=True)
+        assert done.stdout.split() == ["False", "True"]
+
+    def test_a_receiver_that_hangs_while_stopping_ends_itself_and_prints_its_stacks(
+        self,
+    ) -> None:
+        run = [sys.executable, "-c", _HANGS_WHILE_STOPPING]
+        done = subprocess.run(run, capture_output=True, text=True, timeout=50)
+        assert done.returncode == 1
+        assert "Timeout (0:00:00.500000)!" in done.stderr
+        assert "time.sleep" in done.stderr or "<string>" in done.stderr
+
+
 class TestOneSocketTwoReceivers:
     def test_held_associations_are_split_evenly_between_receivers(self, receiver: Receiver) -> None:
         settings = ScpSettings(port=0, settle_check_seconds=3600)
@@ -266,8 +302,9 @@ class TestSeveralProcesses:
         assert "2 processes" in announced
         assert len(children) == 2
         assert statuses == [0, 0]
+        assert process.returncode == 0  # it stopped them itself, then ended
         _, alive = psutil.wait_procs(children, timeout=30)
-        assert alive == []  # they end with the command, however it ends
+        assert alive == []
 
     def test_receiver_processes_end_when_their_parent_is_killed(self, tmp_path: Path) -> None:
         port = free_port()

@@ -7,6 +7,7 @@ records what it did in the access log as actor ``cli``.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -72,6 +73,7 @@ def serve(
 
     settings = Settings()
     hooks = deidentification_hooks(settings)
+    _exit_on_sigterm()
     # The receiver's idle timer also settles uploads left unfinished; without
     # it, the API process runs one of its own.
     background = _start_receiver(settings, hooks) if scp else _start_settler(settings, hooks)
@@ -89,6 +91,22 @@ def serve(
         )
     finally:
         background.stop()
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM end ``serve`` through its ``finally``, which stops the
+    receiver and waits for its processes.
+
+    uvicorn handles SIGTERM itself while it serves and raises it again once
+    it has shut down; with the default action that second delivery would
+    end the process at once, leaving the receiver processes to notice their
+    parent's death on their own.
+    """
+
+    def exit_cleanly(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, exit_cleanly)
 
 
 def _start_receiver(settings: Settings, hooks: StudySettledHooks) -> StorageScp | ReceiverGroup:
