@@ -11,6 +11,7 @@ the parent's own allocations never count.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sqlite3
@@ -154,6 +155,54 @@ def durable_write_ms(directory: Path, size: int, count: int = 200) -> float:
     elapsed = time.perf_counter() - started
     database.close()
     return elapsed / count * 1000
+
+
+def data_sync_ms(directory: Path, size: int, count: int = 200) -> float:
+    """Milliseconds per object of the cheapest durable write this disk offers.
+
+    ``size`` bytes written in place into space allocated (and synced)
+    beforehand, then one ``fdatasync``: no new file, no rename, no directory
+    or journal metadata, no catalog. Any receiver that syncs each object
+    before it answers pays at least this, whatever its design; the
+    durable-write floor (:func:`durable_write_ms`) is what the vault's
+    one-file-per-object store pays.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "preallocated"
+    payloads = [os.urandom(size) for _ in range(4)]
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, size * count)
+        os.fsync(fd)
+        started = time.perf_counter()
+        for number in range(count):
+            os.pwrite(fd, payloads[number % 4], number * size)
+            os.fdatasync(fd)
+        elapsed = time.perf_counter() - started
+    finally:
+        os.close(fd)
+        path.unlink()
+    return elapsed / count * 1000
+
+
+def seal_and_hash_ms(size: int, count: int = 50) -> float:
+    """Milliseconds to encrypt (AES-256-GCM, 64 KiB segments) and SHA-256
+    ``size`` bytes with the ``cryptography`` and ``hashlib`` primitives, in
+    this process: what encryption at rest adds to any design at the least."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(AESGCM.generate_key(bit_length=256))
+    payload = memoryview(os.urandom(size))
+    segment = 64 * 1024
+    started = time.perf_counter()
+    for _ in range(count):
+        digest = hashlib.sha256()
+        for number, offset in enumerate(range(0, size, segment)):
+            chunk = payload[offset : offset + segment]
+            digest.update(chunk)
+            aead.encrypt(number.to_bytes(12, "big"), chunk, None)
+        digest.digest()
+    return (time.perf_counter() - started) / count * 1000
 
 
 # Runs the command given as arguments and reports its exit code, output and

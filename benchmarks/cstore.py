@@ -25,7 +25,12 @@ event-driven ones, over one association. Two more put the target in
 proportion: Orthanc's time per instance halved (what 2x Orthanc leaves for
 everything, one association), and the durable-write floor of this disk
 (:func:`benchmarks._common.durable_write_ms`: the object's write and syncs
-and one catalog commit, nothing else).
+and one catalog commit, nothing else). Last, the cheapest durable write of
+any design (:func:`benchmarks._common.data_sync_ms`: one ``fdatasync`` of
+bytes written into preallocated space) and storescp's time per instance with
+it added: when that exceeds Orthanc's time halved, no receiver that syncs
+each instance before answering reaches 2x Orthanc over one association on
+this disk, however little else it does.
 
 Run from the repository root::
 
@@ -49,7 +54,7 @@ import psutil
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import Figure, durable_write_ms, parse_args, report
+from benchmarks._common import Figure, data_sync_ms, durable_write_ms, parse_args, report
 from dicom_ingest.synthetic import make_ct_series, write_series
 from tests.services.dicom_peers import (
     free_port,
@@ -237,6 +242,27 @@ def comparison(rates: dict[str, float], associations: int) -> list[Figure]:
     ]
 
 
+def _synced_ceiling(sync_ms: float, storescp_rate: float) -> list[Figure]:
+    """The cheapest sync, and storescp's time per instance with it added: what
+    even the protocol ceiling would take, one association, if it made each
+    instance durable before answering (compare with Orthanc's time / 2)."""
+    storescp_ms = 1000 / storescp_rate
+    return [
+        Figure(
+            "one fdatasync per instance (cheapest durable write), this disk",
+            sync_ms,
+            "ms",
+            higher_is_better=False,
+        ),
+        Figure(
+            "storescp time per instance + one fdatasync, 1 assoc",
+            storescp_ms + sync_ms,
+            "ms",
+            higher_is_better=False,
+        ),
+    ]
+
+
 def run(args: argparse.Namespace) -> list[Figure]:
     slices = 100 if args.quick else 500
     rounds = args.rounds or (1 if args.quick else 2)
@@ -255,14 +281,30 @@ def run(args: argparse.Namespace) -> list[Figure]:
             rates = best_rates(starters, root, files, associations, rounds)
             figures += comparison(rates, associations)
             figures += [
-                Figure(f"vault process {n + 1} CPU (last round), {associations} assoc", s, "s")
+                Figure(
+                    f"vault process {n + 1} CPU (last round), {associations} assoc",
+                    s,
+                    "s",
+                    higher_is_better=False,
+                )
                 for n, s in enumerate(cpu.seconds)
             ]
             if associations == 1:
                 half = 1000 / rates["orthanc"] / 2
-                figures.append(Figure("Orthanc time per instance / 2, 1 assoc", half, "ms"))
-        floor = durable_write_ms(root / "floor", files[0].stat().st_size)
-        figures.append(Figure("durable-write floor per instance, this disk", floor, "ms"))
+                figures.append(
+                    Figure(
+                        "Orthanc time per instance / 2, 1 assoc", half, "ms", higher_is_better=False
+                    )
+                )
+                storescp_one = rates["storescp"]
+        size = files[0].stat().st_size
+        floor = durable_write_ms(root / "floor", size)
+        figures.append(
+            Figure(
+                "durable-write floor per instance, this disk", floor, "ms", higher_is_better=False
+            )
+        )
+        figures += _synced_ceiling(data_sync_ms(root / "sync", size), storescp_one)
         null = {
             "null-stock": lambda r: null_receiver(r, "stock"),
             "null-vault": lambda r: null_receiver(r, "vault"),
