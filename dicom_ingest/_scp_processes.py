@@ -29,7 +29,6 @@ import logging
 import multiprocessing
 import os
 import queue
-import select
 import signal
 import sys
 import threading
@@ -42,6 +41,7 @@ from socket import socket
 from dicom_ingest._scp_transport import AcceptBalance, shared_listener
 from vault.settings import Settings
 from vault.settle import IdleSettler
+from vault.signals import StopSignal
 
 log = logging.getLogger("dicom_ingest.scp")
 
@@ -104,31 +104,6 @@ def die_with_parent(parent: int) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:
         raise SystemExit(0)
-
-
-class StopSignal:
-    """Whether SIGTERM or SIGINT has arrived; make it in the main thread.
-
-    The handler only writes a byte to a pipe, so any number of signals, at
-    any moment, are safe: a handler that set a :class:`threading.Event`
-    could deadlock on the event's own lock if a second signal came while
-    the main thread held it.
-    """
-
-    def __init__(self) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._note)
-
-    def _note(self, signum: int, frame: object) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._write, b"\0")
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until a signal has arrived (or ``timeout`` s); whether one has."""
-        readable, _, _ = select.select([self._read], [], [], timeout)
-        return bool(readable)
 
 
 class RestartBackoff:

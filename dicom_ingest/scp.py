@@ -40,7 +40,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 
 from dicom_ingest._scp_peers import PeerRegistry
-from dicom_ingest._scp_processes import StopSignal, bound_the_stop, run_processes
+from dicom_ingest._scp_processes import bound_the_stop, run_processes
 from dicom_ingest._scp_store import (
     ReceiverContext,
     case_tag_for,
@@ -63,6 +63,7 @@ from dicom_ingest.validation import ValidationPolicy
 from vault.core import Vault, open_vault
 from vault.settings import ScpSettings, Settings
 from vault.settle import IdleSettler, StudySettledHooks
+from vault.signals import StopSignal
 
 __all__ = ["StorageScp", "build_ae", "run_scp"]
 

@@ -450,18 +450,14 @@ def audit_forward(
     ] = None,
 ) -> None:
     """Forward the access log to the [audit.syslog] collector (RFC 5424 over TLS) until stopped."""
-    import signal
-    import threading
-
     from vault.audit_forward import AuditForwarder
+    from vault.signals import StopSignal
 
     vault = _vault()
     if not vault.settings.audit.syslog.host:
         raise _fail(VaultError("audit.syslog.host is not set", reason="syslog-unset"))
     forwarder = AuditForwarder(vault, start_after=from_seq)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = StopSignal()
     forwarder.start()
     stop.wait()
     stats = forwarder.stop()
