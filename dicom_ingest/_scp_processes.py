@@ -38,7 +38,13 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from socket import socket
 
-from dicom_ingest._scp_transport import AcceptBalance, shared_listener
+from dicom_ingest._scp_transport import (
+    AcceptBalance,
+    binding,
+    checked_tls_context,
+    shared_listener,
+)
+from vault.errors import ReceiverNotStarted
 from vault.settings import Settings
 from vault.settle import IdleSettler
 from vault.signals import StopSignal
@@ -129,13 +135,21 @@ class ReceiverProcesses:
     """Starts, watches and stops the receiver children (see module docstring)."""
 
     def __init__(self, settings: Settings) -> None:
+        """Bind the shared socket (the children start in :meth:`start`).
+
+        Raises:
+            ReceiverNotStarted: the address cannot be bound, or the TLS
+                settings the children would use are wrong.
+        """
         self._settings = settings
         self._spawn = multiprocessing.get_context("spawn")
         self.count = settings.scp.processes
         self._counts = self._spawn.Array("i", self.count, lock=False)
         self._beats = self._spawn.Array("d", self.count, lock=False)
         self._ready: Queue[int] = self._spawn.Queue()
-        self._listener = shared_listener(settings.scp.bind, settings.scp.port)
+        checked_tls_context(settings.scp)  # each child makes its own; fail here, once
+        with binding(settings.scp):
+            self._listener = shared_listener(settings.scp.bind, settings.scp.port)
         self.children: list[BaseProcess] = []
         self._started = [0.0] * self.count
 
@@ -143,7 +157,7 @@ class ReceiverProcesses:
         """Start every child and wait until all serve (or ``stopping`` is set).
 
         Raises:
-            RuntimeError: a child exited, or they did not all start in time.
+            ReceiverNotStarted: a child exited, or they did not all start in time.
         """
         self.children = [self._start_child(slot) for slot in range(self.count)]
         self._await_ready(stopping)
@@ -221,9 +235,9 @@ class ReceiverProcesses:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while waiting and not stopping.is_set():
             if any(child.exitcode is not None for child in self.children):
-                raise RuntimeError("a receiver process exited during start-up")
+                raise ReceiverNotStarted("a receiver process exited during start-up")
             if time.monotonic() > deadline:
-                raise RuntimeError("the receiver processes did not all start in time")
+                raise ReceiverNotStarted("the receiver processes did not all start in time")
             try:
                 self._ready.get(timeout=0.2)
             except queue.Empty:
@@ -250,7 +264,7 @@ class ReceiverGroup:
         """Start the children, wait until all serve, then the timer and the watch.
 
         Raises:
-            RuntimeError: a child exited, or they did not all start in time
+            ReceiverNotStarted: a child exited, or they did not all start in time
                 (the children are stopped again).
         """
         try:

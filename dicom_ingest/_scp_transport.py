@@ -24,17 +24,20 @@ against a CA bundle when one is configured.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import socketserver
 import ssl
 import time
-from collections.abc import MutableSequence
+from collections.abc import Iterator, MutableSequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from pynetdicom import evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_ingest._scp_reactor import VaultRequestHandler
+from vault.errors import ReceiverNotStarted
 from vault.settings import ScpSettings
 
 
@@ -197,6 +200,53 @@ def shared_listener(bind: str, port: int) -> socket.socket:
     set_nodelay(sock)
     sock.setblocking(False)
     return sock
+
+
+def checked_tls_context(settings: ScpSettings) -> ssl.SSLContext | None:
+    """:func:`server_tls_context`, with what stops it said in plain words.
+
+    Raises:
+        ReceiverNotStarted: the settings are incomplete, a file cannot be
+            read (the setting and path are named), or the certificate and
+            key cannot be used.
+    """
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        path = getattr(settings, name)
+        if path is None:
+            continue
+        try:
+            Path(path).open("rb").close()
+        except OSError as exc:
+            raise ReceiverNotStarted(f"scp.{name} ({path}) cannot be read: {_plain(exc)}") from exc
+    try:
+        return server_tls_context(settings)
+    except ssl.SSLError as exc:
+        detail = exc.reason or "not a usable certificate and key"
+        raise ReceiverNotStarted(
+            f"the DICOM TLS certificate or key cannot be used ({detail})"
+        ) from exc
+    except (ValueError, OSError) as exc:
+        raise ReceiverNotStarted(f"the DICOM TLS settings cannot be used: {exc}") from exc
+
+
+@contextmanager
+def binding(settings: ScpSettings) -> Iterator[None]:
+    """Report a failure to bind the receiver's address in plain words.
+
+    Raises:
+        ReceiverNotStarted: for any OSError raised inside (in use, not an
+            address of this machine, a privileged port).
+    """
+    try:
+        yield
+    except OSError as exc:
+        address = f"{settings.bind}:{settings.port}"
+        raise ReceiverNotStarted(f"cannot listen for DICOM on {address}: {_plain(exc)}") from exc
+
+
+def _plain(exc: OSError) -> str:
+    """The operating system's words for ``exc`` (``Address already in use``)."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def server_tls_context(settings: ScpSettings) -> ssl.SSLContext | None:

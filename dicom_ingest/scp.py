@@ -54,8 +54,9 @@ from dicom_ingest._scp_store import (
 from dicom_ingest._scp_transport import (
     AcceptBalance,
     VaultAssociationServer,
+    binding,
+    checked_tls_context,
     server_class,
-    server_tls_context,
 )
 from dicom_ingest.commitment import handle_commitment
 from dicom_ingest.pipeline import IngestPipeline
@@ -175,15 +176,17 @@ class StorageScp:
         """Bind and serve in background threads; return the bound address.
 
         Raises:
-            OSError: the address cannot be bound.
-            ValueError, ssl.SSLError: the TLS settings are incomplete or wrong.
+            ReceiverNotStarted: the address cannot be bound, or the TLS
+                settings or files are wrong (the message says which).
         """
-        server = self._ae.make_server(
-            (self._settings.bind, self._settings.port),
-            evt_handlers=_handlers(self._context),
-            ssl_context=server_tls_context(self._settings),
-            server_class=self._server_class,
-        )
+        tls = checked_tls_context(self._settings)
+        with binding(self._settings):
+            server = self._ae.make_server(
+                (self._settings.bind, self._settings.port),
+                evt_handlers=_handlers(self._context),
+                ssl_context=tls,
+                server_class=self._server_class,
+            )
         self._thread = threading.Thread(
             target=server.serve_forever, name="dicom-vault-scp", daemon=True
         )
@@ -233,7 +236,8 @@ def run_scp(
     serves (associations arriving sooner go to those already serving).
 
     Raises:
-        RuntimeError: a receiver process exited, or did not start in time.
+        ReceiverNotStarted: the address cannot be bound, the TLS settings are
+            wrong, or a receiver process exited or did not start in time.
     """
     vault = open_vault(settings)
     if settings.scp.processes == 1:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from dicom_ingest.synthetic import write_series
 from tests.cstore_support import small_series
@@ -80,3 +83,43 @@ class TestScpCommand:
         again = subprocess.run(argv, env=env, capture_output=True, text=True)
         assert again.returncode == 2
         assert "already registered" in again.stderr
+
+
+class TestStartFailures:
+    """What stops the receiver from starting is said in one line, exit status 2."""
+
+    @pytest.mark.parametrize(
+        ("command", "processes"),
+        [(["scp"], "1"), (["scp"], "2"), (["serve", "--port", "0"], "1")],
+    )
+    def test_a_port_already_in_use_is_named_in_one_line(
+        self, tmp_path: Path, command: list[str], processes: str
+    ) -> None:
+        with socket.create_server(("127.0.0.1", 0)) as taken:
+            port = taken.getsockname()[1]
+            env = cli_env(tmp_path / "var", port) | {"DICOM_VAULT_SCP__PROCESSES": processes}
+            done = subprocess.run(
+                [str(CLI), *command], env=env, capture_output=True, text=True, timeout=120
+            )
+        assert done.returncode == 2
+        assert (
+            f"error: cannot listen for DICOM on 127.0.0.1:{port}: Address already in use"
+            in done.stderr
+        )
+        assert "Traceback" not in done.stderr
+
+    def test_a_certificate_file_that_is_not_one_is_refused_in_plain_words(
+        self, tmp_path: Path
+    ) -> None:
+        junk = tmp_path / "junk.pem"
+        junk.write_text("not a certificate\n")
+        env = cli_env(tmp_path / "var", free_port()) | {
+            "DICOM_VAULT_SCP__TLS_CERT": str(junk),
+            "DICOM_VAULT_SCP__TLS_KEY": str(junk),
+        }
+        done = subprocess.run(
+            [str(CLI), "scp"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 2
+        assert "error: the DICOM TLS certificate or key cannot be used" in done.stderr
+        assert "Traceback" not in done.stderr

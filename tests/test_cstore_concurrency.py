@@ -7,20 +7,29 @@ socket; each new association goes to the process with the fewest open ones
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import psutil
+import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage
 
-from dicom_ingest._scp_processes import STABLE_SECONDS, RestartBackoff
+from dicom_ingest._scp_processes import (
+    STABLE_SECONDS,
+    ReceiverGroup,
+    ReceiverProcesses,
+    RestartBackoff,
+)
 from dicom_ingest._scp_transport import STALE_SECONDS, AcceptBalance
 from dicom_ingest.synthetic import write_series
 from tests.cstore_support import (
@@ -40,7 +49,9 @@ from tests.services.dicom_peers import (
 )
 from tests.test_cstore_cli import wait_for_echo
 from vault.core import open_vault
+from vault.errors import ReceiverNotStarted
 from vault.settings import ScpSettings, Settings
+from vault.settle import IdleSettler
 
 CLI = Path(sys.executable).with_name("dicom-vault")
 SENDERS = 3
@@ -233,7 +244,9 @@ class TestSeveralProcesses:
         finally:
             vault.close()
 
-    def test_a_receiver_process_that_cannot_start_stops_the_command(self, tmp_path: Path) -> None:
+    def test_tls_files_that_cannot_be_read_stop_the_command_before_any_process_starts(
+        self, tmp_path: Path
+    ) -> None:
         env = _two_processes(
             tmp_path,
             free_port(),
@@ -243,9 +256,37 @@ class TestSeveralProcesses:
         done = subprocess.run(
             [str(CLI), "scp"], env=env, capture_output=True, text=True, timeout=180
         )
-        assert done.returncode != 0
-        assert "a receiver process exited during start-up" in done.stderr
+        assert done.returncode == 2
+        assert f"scp.tls_cert ({tmp_path / 'missing-cert.pem'}) cannot be read" in done.stderr
+        assert "Traceback" not in done.stderr
         assert "DICOM receiver ready" not in done.stdout
+
+    def test_a_receiver_process_that_exits_while_starting_fails_the_start_and_frees_the_port(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Fault injection: the second child exits at once instead of serving.
+        port = free_port()
+        settings = Settings(data_dir=tmp_path / "var", scp=ScpSettings(port=port, processes=2))
+        real_start = ReceiverProcesses._start_child
+
+        def second_child_fails(self: ReceiverProcesses, slot: int) -> BaseProcess:
+            if slot == 0:
+                return real_start(self, slot)
+            child = multiprocessing.get_context("spawn").Process(target=os._exit, args=(3,))
+            child.start()
+            return child
+
+        monkeypatch.setattr(ReceiverProcesses, "_start_child", second_child_fails)
+        vault = open_vault(settings)
+        try:
+            group = ReceiverGroup(settings, IdleSettler.from_settings(vault, settings.scp))
+            with pytest.raises(ReceiverNotStarted, match="exited during start-up"):
+                group.start()
+        finally:
+            vault.close()
+        assert all(child.exitcode is not None for child in group.processes.children)
+        with socket.create_server(("127.0.0.1", port)):
+            pass  # nobody holds the port any more
 
     def test_a_receiver_process_that_dies_is_replaced_and_the_port_keeps_serving(
         self, dcmtk: Dcmtk, tmp_path: Path

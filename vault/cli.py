@@ -76,7 +76,10 @@ def serve(
     _exit_on_sigterm()
     # The receiver's idle timer also settles uploads left unfinished; without
     # it, the API process runs one of its own.
-    background = _start_receiver(settings, hooks) if scp else _start_settler(settings, hooks)
+    try:
+        background = _start_receiver(settings, hooks) if scp else _start_settler(settings, hooks)
+    except VaultError as exc:
+        raise _fail(exc) from exc
     workers = settings.api.workers
     try:
         uvicorn.run(
@@ -146,7 +149,10 @@ def scp_command() -> None:
 
     settings = Settings()
     typer.echo(f"DICOM receiver {settings.scp.ae_title} on {settings.scp.bind}:{settings.scp.port}")
-    run_scp(settings, deidentification_hooks(settings), on_ready=_echo_ready)
+    try:
+        run_scp(settings, deidentification_hooks(settings), on_ready=_echo_ready)
+    except VaultError as exc:
+        raise _fail(exc) from exc
 
 
 def _echo_ready(processes: int) -> None:

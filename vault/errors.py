@@ -204,6 +204,17 @@ class StorageUnavailable(VaultError):
     reason = "storage-unavailable"
 
 
+# --- running the service ---------------------------------------------------
+
+
+class ReceiverNotStarted(VaultError):
+    """The DICOM receiver could not start: its address cannot be bound, its
+    TLS settings or files are wrong, or a receiver process exited while
+    starting. The message says which, in plain words."""
+
+    reason = "receiver-not-started"
+
+
 # The one mapping table: (exception class, HTTP status, DIMSE C-STORE status).
 # Checked in order, most specific first. DIMSE codes: PS3.4 Annex B.2.3 and
 # PS3.7 Annex C: 0xA700 out of resources, 0xA900 data set does not match SOP
