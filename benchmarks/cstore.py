@@ -142,6 +142,7 @@ def vault_receiver(root: Path, processes: int, cpu: ProcessCpu | None = None) ->
         "DICOM_VAULT_DATA_DIR": str(root),
         "DICOM_VAULT_SCP__PORT": str(port),
         "DICOM_VAULT_SCP__PROCESSES": str(processes),
+        "DICOM_VAULT_LOG_LEVEL": "warning",  # no association lines in the report
     }
     subprocess.run(
         [str(CLI), "pacs", "add", SENDER_AE, "--organisation", "Benchmark Hospital"],

@@ -5,12 +5,16 @@ A calling AE title is admitted only if it is a registered, enabled
 match the node's ``host``, and when the node has a ``cert_sha256`` the
 association must come over TLS with exactly that client certificate.
 Every admission, refusal and close is written to the access log as action
-``association``; the calling AE title itself is never logged (it is chosen
-by the caller), only the node's internal id.
+``association``, and to the operational log (:mod:`vault.logs`) with the
+peer address and, once admitted, the registered node's AE title and the
+association's count of instances stored and refused. The calling AE title
+the caller sent is never logged (it is the caller's own text), only the
+node's internal id (access log) or its registered title.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -23,6 +27,7 @@ from vault.core import Vault
 from vault.settings import ScpSettings
 
 ACTION = "association"
+log = logging.getLogger("dicom_ingest.scp")
 
 
 @dataclass
@@ -33,6 +38,7 @@ class PeerSession:
     organisation_id: str
     remote: str
     tls: bool
+    ae_title: str = ""  # the registered node's, not the caller's string
     stored: int = 0
     refused: int = 0
     case_cache: dict[str, str | None] = field(default_factory=dict)
@@ -96,10 +102,17 @@ class PeerRegistry:
             session = self._check(caller)
         except Refusal as refusal:
             self._audit(refusal.node_id, caller.remote, f"refused:{refusal.reason}", tls=caller.tls)
+            log.info("association from %s refused: %s", caller.remote, refusal.reason)
             raise
         with self._lock:
             self._sessions[key] = session
         self._audit(session.node_id, session.remote, "open", tls=session.tls)
+        log.info(
+            "association from %s admitted: PACS node %s%s",
+            session.remote,
+            session.ae_title,
+            " over TLS" if session.tls else "",
+        )
         return session
 
     def _check(self, caller: CallerFacts) -> PeerSession:
@@ -108,7 +121,7 @@ class PeerRegistry:
             node = db.scalar(select(PacsNode).where(PacsNode.ae_title == title))
             if node is None or not node.enabled:
                 raise Refusal("unknown-caller", node.id if node else None)
-            node_id, organisation_id = node.id, node.organisation_id
+            node_id, organisation_id, ae_title = node.id, node.organisation_id, node.ae_title
             host, expected_cert = node.host, node.cert_sha256
         if self._settings.check_peer_address and host and caller.address not in _addresses_of(host):
             raise Refusal("peer-address", node_id)
@@ -116,7 +129,7 @@ class PeerRegistry:
             presented = caller.cert_sha256 or ""
             if _normalise_fingerprint(presented) != _normalise_fingerprint(expected_cert):
                 raise Refusal("certificate", node_id)
-        return PeerSession(node_id, organisation_id, caller.remote, caller.tls)
+        return PeerSession(node_id, organisation_id, caller.remote, caller.tls, ae_title)
 
     def get(self, key: int) -> PeerSession | None:
         with self._lock:
@@ -129,6 +142,14 @@ class PeerRegistry:
         if session is None:
             return
         outcome = "aborted" if aborted else "closed"
+        log.info(
+            "association from %s (PACS node %s) %s: %d stored, %d refused",
+            session.remote,
+            session.ae_title,
+            outcome,
+            session.stored,
+            session.refused,
+        )
         self._audit(
             session.node_id,
             session.remote,

@@ -45,6 +45,7 @@ from dicom_ingest._scp_transport import (
     shared_listener,
 )
 from vault.errors import ReceiverNotStarted
+from vault.logs import configure_logging
 from vault.settings import Settings
 from vault.settle import IdleSettler
 from vault.signals import StopSignal
@@ -73,6 +74,7 @@ def serve_child(
     from vault.core import open_vault
 
     die_with_parent(parent)
+    configure_logging(settings.log_level)
     stopping = StopSignal()
     vault = open_vault(settings)
     balance = AcceptBalance(counts, beats, slot)

@@ -188,9 +188,8 @@ def handle_requested(event: Any, context: ReceiverContext) -> None:
     """EVT_REQUESTED: admit a registered caller, reject anyone else (A-ASSOCIATE-RJ)."""
     try:
         context.peers.admit(id(event.assoc), _caller(event))
-    except Refusal as refusal:
-        log.info("association refused: %s", refusal.reason)
-        _reject(event.assoc, REJECT_UNKNOWN_CALLER)
+    except Refusal:
+        _reject(event.assoc, REJECT_UNKNOWN_CALLER)  # logged by the registry
     except Exception as exc:  # noqa: BLE001 (the caller must get an answer, not silence)
         log_unexpected("association admission", exc)
         _reject(event.assoc, REJECT_TRANSIENT)

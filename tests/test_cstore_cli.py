@@ -76,6 +76,56 @@ class TestScpCommand:
         )
         assert "case=(inbox)  instances=2" in listed.stdout
 
+    def test_the_receiver_log_names_each_association_and_no_identifier(
+        self, dcmtk: Dcmtk, tmp_path: Path
+    ) -> None:
+        port = free_port()
+        env = cli_env(tmp_path / "var", port)
+        add = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
+        subprocess.run(add, env=env, capture_output=True, check=True)
+        datasets = small_series(2)
+        files = write_series(tmp_path / "in", datasets)
+        process = subprocess.Popen(
+            [str(CLI), "scp"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            wait_for_echo(dcmtk, port, process)
+            for caller in ("PACS1", "STRANGER"):
+                subprocess.run(
+                    [str(dcmtk.storescu), "-aet", caller, "127.0.0.1", str(port), *map(str, files)],
+                    capture_output=True,
+                    env=nodelay_env(),
+                )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
+        assert "(PACS node PACS1) closed: 2 stored, 0 refused" in output
+        assert "admitted: PACS node PACS1" in output
+        assert "refused: unknown-caller" in output
+        assert "STRANGER" not in output  # the caller's own text is not logged
+        for ds in datasets:
+            assert str(ds.SOPInstanceUID) not in output
+            assert str(ds.StudyInstanceUID) not in output
+            assert str(ds.PatientID) not in output
+
+    def test_log_level_warning_keeps_the_associations_out_of_the_log(
+        self, dcmtk: Dcmtk, tmp_path: Path
+    ) -> None:
+        port = free_port()
+        env = cli_env(tmp_path / "var", port) | {"DICOM_VAULT_LOG_LEVEL": "warning"}
+        add = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
+        subprocess.run(add, env=env, capture_output=True, check=True)
+        process = subprocess.Popen(
+            [str(CLI), "scp"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            wait_for_echo(dcmtk, port, process)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
+        assert "DICOM receiver ready" in output
+        assert "association from" not in output
+
     def test_duplicate_ae_title_is_refused(self, tmp_path: Path) -> None:
         env = cli_env(tmp_path / "var", free_port())
         argv = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]

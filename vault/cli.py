@@ -21,6 +21,7 @@ from vault.breach_commands import breach_app
 from vault.core import Vault, open_vault
 from vault.dsr_commands import dsr_app
 from vault.errors import VaultError
+from vault.logs import configure_logging
 from vault.settings import Settings
 from vault.settle import IdleSettler, StudySettledHooks
 
@@ -72,6 +73,7 @@ def serve(
     from vault.api.app import create_app
 
     settings = Settings()
+    configure_logging(settings.log_level)
     hooks = deidentification_hooks(settings)
     _exit_on_sigterm()
     # The receiver's idle timer also settles uploads left unfinished; without
@@ -148,6 +150,7 @@ def scp_command() -> None:
     from dicom_ingest.scp import run_scp
 
     settings = Settings()
+    configure_logging(settings.log_level)
     typer.echo(f"DICOM receiver {settings.scp.ae_title} on {settings.scp.bind}:{settings.scp.port}")
     try:
         run_scp(settings, deidentification_hooks(settings), on_ready=_echo_ready)
@@ -462,6 +465,7 @@ def audit_forward(
     vault = _vault()
     if not vault.settings.audit.syslog.host:
         raise _fail(VaultError("audit.syslog.host is not set", reason="syslog-unset"))
+    configure_logging(vault.settings.log_level)
     forwarder = AuditForwarder(vault, start_after=from_seq)
     stop = StopSignal()
     forwarder.start()

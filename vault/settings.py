@@ -304,6 +304,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = DEFAULT_DATA_DIR
+    # Level of the operational log the long-running commands write to stderr
+    # (vault.logs); the access log is separate and always complete.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     catalog: CatalogSettings = CatalogSettings()
     store: StoreSettings = StoreSettings()
     keys: KeySettings = KeySettings()
