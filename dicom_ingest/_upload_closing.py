@@ -11,6 +11,7 @@ held parts, destroys its spool key and deletes its row; what was stored stays.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
@@ -22,6 +23,8 @@ from vault.catalog.uploads import Upload, UploadFile, upload_study_ids
 from vault.core import Vault
 from vault.errors import NotFound
 from vault.settle import StudySettledHooks, settle_study
+
+log = logging.getLogger("dicom_ingest.uploads")
 
 
 def receiving_files(
@@ -78,6 +81,15 @@ def complete_upload(
             ),
             session=session,
         )
+    states = ", ".join(f"{n} {state}" for state, n in counts.items() if n and state != "total")
+    log.info(
+        "upload %s completed: %d files (%s); %d discarded; %d studies",
+        upload_id,
+        counts.get("total", 0),
+        states or "none",
+        discarded,
+        len(studies),
+    )
     for study_id in studies:
         try:
             settle_study(vault, study_id, hooks)
@@ -115,5 +127,8 @@ def sweep_abandoned_uploads(vault: Vault) -> int:
                         detail={"discarded": discarded},
                     ),
                     session=session,
+                )
+                log.info(
+                    "upload %s abandoned: idle for %s; %d discarded", upload_id, idle, discarded
                 )
     return len(stale)

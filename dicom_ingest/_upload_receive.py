@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -48,6 +49,8 @@ from vault.catalog.models import new_id
 from vault.catalog.uploads import UploadFile, UploadInstance
 from vault.core import Vault
 from vault.errors import InvalidInput, OffsetMismatch, TooLarge, VaultError
+
+log = logging.getLogger("dicom_ingest.uploads")
 
 MAX_REFUSALS_KEPT = 1000
 _SNIFF_BYTES = 1024
@@ -182,6 +185,15 @@ class Receiver:
             self._record(target, outcome)
         if parts:
             drop_held(self._vault, [target.file_id])
+        if outcome.refused:
+            reasons = ", ".join(sorted({refusal.error for refusal in outcome.refused}))
+            log.info(
+                "upload %s: file %s %s (%s)",
+                target.upload_id,
+                target.file_id,
+                outcome.state,
+                reasons,
+            )
         return outcome
 
     def _process(self, target: Target, parts: list[HeldPart], tail: BinaryIO | None) -> Outcome:

@@ -12,6 +12,7 @@ PATCH requests (then held encrypted until complete).
 from __future__ import annotations
 
 import io
+import logging
 import secrets
 import time
 import zipfile
@@ -165,8 +166,13 @@ def assert_still_serves(uploader: Uploader, upload: dict[str, object], seed: int
 @pytest.mark.parametrize("delivery", ["whole", "chunked"])
 @pytest.mark.parametrize("name", REFUSALS)
 def test_refused_with_its_reason_nothing_stored_and_service_goes_on(
-    world: UploadWorld, uploader: Uploader, name: str, delivery: str
+    world: UploadWorld,
+    uploader: Uploader,
+    name: str,
+    delivery: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="dicom_ingest")
     refusal = REFUSALS[name]
     marker = f"MARK{secrets.token_hex(8)}"
     data = refusal.make(marker)
@@ -181,7 +187,22 @@ def test_refused_with_its_reason_nothing_stored_and_service_goes_on(
     result = uploader.result(response.headers["location"])
     assert result["state"] == "refused"
     assert result["refused"][0]["error"] == refusal.reason
+    assert f"refused ({refusal.reason})" in caplog.text  # the operational log says so
+    assert marker not in caplog.text
     assert_still_serves(uploader, upload)
+
+
+def test_the_completed_upload_is_summed_up_in_the_operational_log(
+    world: UploadWorld, uploader: Uploader, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="dicom_ingest")
+    upload = uploader.new_upload(world.case_id)
+    assert uploader.send(upload, slice_bytes(3, size=32)).status_code == 201
+    assert uploader.send(upload, b"not a DICOM file at all").status_code == 415
+    assert uploader.complete(upload).status_code == 200
+    summary = f"upload {upload['upload_id']} completed: 2 files (1 stored, 1 refused)"
+    assert summary in caplog.text
+    assert "; 0 discarded; 1 studies" in caplog.text
 
 
 def test_a_conflicting_resend_is_refused(world: UploadWorld, uploader: Uploader) -> None:

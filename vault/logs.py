@@ -10,7 +10,8 @@ way out, so a quoted value is never printed, whichever library logged it.
 
 What is logged at ``info`` is operational: the receiver listening,
 associations admitted, refused and closed (PACS node, peer address,
-instances stored and refused), instances refused with their reason code.
+instances stored and refused), instances and uploaded files refused with
+their reason code, uploads completed or abandoned with their counts.
 Who accessed which study is the access log's business (:mod:`vault.audit`),
 not this one's.
 """
