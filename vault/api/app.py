@@ -70,8 +70,11 @@ def create_app(
 
 def create_app_from_environment() -> FastAPI:
     """The app for the settings in the environment: the factory uvicorn's worker
-    processes call (``api.workers`` > 1)."""
+    processes call (``api.workers`` > 1). Each worker is a new interpreter, so
+    it sets up the operational log itself, as ``serve`` did."""
     from deidentify.tasks import deidentification_hooks
+    from vault.logs import configure_logging
 
     settings = Settings()
+    configure_logging(settings.log_level)
     return create_app(settings, settle_hooks=deidentification_hooks(settings))
