@@ -48,6 +48,7 @@ from tests.services.auth_env import (
 from tests.test_authz_matrix import TUS, TUS_PATCH, Callers, _flat_routes
 from tests.upload_support import OFFSET_STREAM as OFFSET
 from tests.upload_support import slice_bytes
+from vault.admin import get_or_create_organisation, register_pacs_node
 from vault.api.app import create_app
 from vault.auth.sessions import csrf_token
 from vault.catalog.accounts import User
@@ -118,6 +119,13 @@ def _new_user(role: str = "clinician", *, enrolled: bool = True):
         return {"user_id": account.user_id}
 
     return prep
+
+
+def _new_pacs_node(env: Env) -> dict[str, str]:
+    with env.world.vault.catalog.session() as session:
+        organisation = get_or_create_organisation(session, "Hospital A")
+        node = register_pacs_node(session, f"COVPACS{len(env.ids)}", organisation)
+        return {"node_id": node.id}
 
 
 def _spare_token(env: Env) -> dict[str, str]:
@@ -319,6 +327,16 @@ COVERAGE: dict[tuple[str, str], Entry] = {
             form={"ae_title": "COVPACS", "organisation_id": "{org_a}"},
         ),
         (("admin.pacs-create", "success", "pacs_node"),),
+    ),
+    ("POST", "/admin/pacs-nodes/{node_id}/disable"): entry(
+        "admin",
+        ask("admin", "POST", "/admin/pacs-nodes/{node_id}/disable", form={}, prep=_new_pacs_node),
+        (("admin.pacs-disable", "success", "pacs_node"),),
+    ),
+    ("POST", "/admin/pacs-nodes/{node_id}/enable"): entry(
+        "admin",
+        ask("admin", "POST", "/admin/pacs-nodes/{node_id}/enable", form={}, prep=_new_pacs_node),
+        (("admin.pacs-enable", "success", "pacs_node"),),
     ),
     ("POST", "/admin/cases"): entry(
         "admin",

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
 from tests.services.auth_env import BASE_URL, START, AuthWorld, auth_test_settings
-from vault.admin import assign_case, create_case, get_or_create_organisation
+from vault.admin import assign_case, create_case, get_or_create_organisation, register_pacs_node
 from vault.api.app import create_app
 from vault.auth import declared_permission
 from vault.auth.sessions import csrf_token
@@ -121,6 +121,10 @@ MATRIX = (
         {}),
     row("POST",  "/admin/pacs-nodes",                    "303 403 403 403 303 403 303 403 401 401",
         {"ae_title": "MATRIXPACS", "organisation_id": "{org_a}"}),
+    row("POST",  "/admin/pacs-nodes/{pacs}/disable",     "303 403 403 403 303 403 303 403 401 401",
+        {}),
+    row("POST",  "/admin/pacs-nodes/{pacs}/enable",      "303 403 403 403 303 403 303 403 401 401",
+        {}),
     row("POST",  "/admin/cases",                         "303 403 403 403 303 403 303 403 401 401",
         {"reference": "MATRIX-NEW", "organisation_id": "{org_a}"}),
     row("POST",  "/admin/assignments",                   "303 403 403 403 303 403 303 403 401 401",
@@ -262,7 +266,13 @@ class Callers:
             "spare_user": self.spare_user.user_id,
             "engineer": engineer.user_id,
             "org_a": self.accounts["clinician"].organisation_id,
+            "pacs": self._spare_pacs_node(),
         }
+
+    def _spare_pacs_node(self) -> str:
+        with self.world.vault.catalog.session() as session:
+            organisation = get_or_create_organisation(session, "Hospital A")
+            return register_pacs_node(session, "SPAREPACS", organisation).id
 
     def _make_cases(self) -> dict[str, str]:
         with self.world.vault.catalog.session() as session:
@@ -432,6 +442,8 @@ def _template(path: str) -> str:
         "/account/tokens/{spare_token}/revoke": "/account/tokens/{token_id}/revoke",
         "/admin/users/{clinician}/reset": "/admin/users/{user_id}/reset",
         "/admin/users/{spare_user}/disable": "/admin/users/{user_id}/disable",
+        "/admin/pacs-nodes/{pacs}/disable": "/admin/pacs-nodes/{node_id}/disable",
+        "/admin/pacs-nodes/{pacs}/enable": "/admin/pacs-nodes/{node_id}/enable",
     }
     if path.startswith("/api/cases/"):
         return "/api/cases/{case_id}"

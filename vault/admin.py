@@ -70,14 +70,11 @@ def register_pacs_node(
         raise InvalidInput("an AE title has 1 to 16 characters and no backslash")
     if session.scalar(select(PacsNode).where(PacsNode.ae_title == title)) is not None:
         raise InvalidInput("this AE title is already registered")
-    fingerprint = cert_sha256.replace(":", "").strip().lower() if cert_sha256 else None
-    if fingerprint is not None and len(fingerprint) != 64:
-        raise InvalidInput("a certificate fingerprint is 64 hex digits (SHA-256)")
     node = PacsNode(
         organisation_id=organisation.id,
         ae_title=title,
         host=host,
-        cert_sha256=fingerprint,
+        cert_sha256=_fingerprint(cert_sha256) if cert_sha256 else None,
         enabled=True,
     )
     session.add(node)
@@ -85,12 +82,61 @@ def register_pacs_node(
     return node
 
 
-def set_pacs_node_enabled(session: Session, ae_title: str, enabled: bool) -> PacsNode:
-    """Enable or disable the PACS node ``ae_title``. Raises NotFound."""
+def _fingerprint(cert_sha256: str) -> str:
+    """A certificate's SHA-256 as 64 lower-case hex digits (colons allowed in).
+
+    Raises:
+        InvalidInput: not 64 hex digits.
+    """
+    fingerprint = cert_sha256.replace(":", "").strip().lower()
+    if len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
+        raise InvalidInput("a certificate fingerprint is 64 hex digits (SHA-256)")
+    return fingerprint
+
+
+def pacs_node(session: Session, ae_title: str) -> PacsNode:
+    """The PACS node registered as ``ae_title``. Raises NotFound."""
     node = session.scalar(select(PacsNode).where(PacsNode.ae_title == ae_title.strip()))
     if node is None:
         raise NotFound("no such PACS node")
+    return node
+
+
+def set_pacs_node_enabled(session: Session, ae_title: str, enabled: bool) -> PacsNode:
+    """Enable or disable the PACS node ``ae_title`` (new associations; those
+    already open run to their end). Raises NotFound."""
+    node = pacs_node(session, ae_title)
     node.enabled = enabled
+    session.flush()
+    return node
+
+
+def update_pacs_node(
+    session: Session,
+    ae_title: str,
+    *,
+    host: str | None = None,
+    cert_sha256: str | None = None,
+    clear_cert: bool = False,
+) -> PacsNode:
+    """Change where a node's commitment reports go (``host``), or the client
+    certificate it must present (``cert_sha256``; ``clear_cert`` to require
+    none). Arguments left ``None`` are kept.
+
+    Raises:
+        NotFound: no node ``ae_title``.
+        InvalidInput: a fingerprint that is not 64 hex digits, or both a new
+            fingerprint and ``clear_cert``.
+    """
+    if clear_cert and cert_sha256:
+        raise InvalidInput("give a new certificate fingerprint or clear it, not both")
+    node = pacs_node(session, ae_title)
+    if host is not None:
+        node.host = host.strip() or None
+    if cert_sha256:
+        node.cert_sha256 = _fingerprint(cert_sha256)
+    if clear_cert:
+        node.cert_sha256 = None
     session.flush()
     return node
 

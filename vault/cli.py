@@ -190,6 +190,102 @@ def pacs_add(
     typer.echo(f"PACS node {node.ae_title} added ({node.id})")
 
 
+@pacs_app.command("list")
+def pacs_list() -> None:
+    """List the PACS nodes: AE title, organisation, host, pinned certificate, state."""
+    from vault.catalog.models import Organisation, PacsNode
+
+    vault = _vault()
+    with vault.catalog.read_session() as session:
+        names = {
+            row.id: row.name for row in session.execute(select(Organisation.id, Organisation.name))
+        }
+        nodes = list(session.scalars(select(PacsNode).order_by(PacsNode.ae_title)))
+        for node in nodes:
+            cert = f"cert={node.cert_sha256[:16]}..." if node.cert_sha256 else "cert=any"
+            state = "enabled" if node.enabled else "disabled"
+            organisation = names.get(node.organisation_id, "?")
+            typer.echo(
+                f"{node.ae_title:16s}  {state:8s}  organisation={organisation}  "
+                f"host={node.host or '-'}  {cert}  id={node.id}"
+            )
+    if not nodes:
+        typer.echo(
+            "no PACS nodes (add one with: dicom-vault pacs add AE_TITLE --organisation NAME)"
+        )
+
+
+@pacs_app.command("disable")
+def pacs_disable(ae_title: str) -> None:
+    """Refuse new associations from a PACS node (open ones run to their end)."""
+    _set_pacs_enabled(ae_title, enabled=False)
+
+
+@pacs_app.command("enable")
+def pacs_enable(ae_title: str) -> None:
+    """Accept associations from a disabled PACS node again."""
+    _set_pacs_enabled(ae_title, enabled=True)
+
+
+def _set_pacs_enabled(ae_title: str, *, enabled: bool) -> None:
+    from vault.admin import set_pacs_node_enabled
+
+    vault = _vault()
+    action = "pacs.enable" if enabled else "pacs.disable"
+    try:
+        with vault.catalog.session() as session:
+            node = set_pacs_node_enabled(session, ae_title, enabled)
+            vault.audit.record(
+                AuditRecord("cli", action, object_type="pacs_node", object_id=node.id),
+                session=session,
+            )
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"PACS node {node.ae_title} {'enabled' if enabled else 'disabled'}")
+
+
+@pacs_app.command("update")
+def pacs_update(
+    ae_title: str,
+    host: Annotated[
+        str | None, typer.Option(help="Host (or host:port) for commitment reports; '' for none.")
+    ] = None,
+    cert_sha256: Annotated[
+        str | None, typer.Option(help="SHA-256 of the PACS's new TLS client certificate.")
+    ] = None,
+    clear_cert: Annotated[
+        bool, typer.Option(help="Stop requiring a particular client certificate.")
+    ] = False,
+) -> None:
+    """Change a PACS node's host or the client certificate it must present."""
+    from vault.admin import update_pacs_node
+
+    vault = _vault()
+    try:
+        with vault.catalog.session() as session:
+            node = update_pacs_node(
+                session, ae_title, host=host, cert_sha256=cert_sha256, clear_cert=clear_cert
+            )
+            changed = [
+                name
+                for name, given in (("host", host is not None), ("cert", cert_sha256 or clear_cert))
+                if given
+            ]
+            vault.audit.record(
+                AuditRecord(
+                    "cli",
+                    "pacs.update",
+                    object_type="pacs_node",
+                    object_id=node.id,
+                    detail={"changed": ",".join(changed)},
+                ),
+                session=session,
+            )
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"PACS node {node.ae_title} updated ({', '.join(changed) or 'nothing changed'})")
+
+
 @case_app.command("create")
 def case_create(
     reference: str,

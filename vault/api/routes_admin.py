@@ -181,6 +181,30 @@ def add_pacs_node(
     return _back()
 
 
+@router.post("/pacs-nodes/{node_id}/disable")
+def disable_pacs_node(request: Request, principal: Admin, node_id: str) -> Response:
+    """Refuse new associations from the node (open ones run to their end)."""
+    return _set_pacs_enabled(request, principal, node_id, enabled=False)
+
+
+@router.post("/pacs-nodes/{node_id}/enable")
+def enable_pacs_node(request: Request, principal: Admin, node_id: str) -> Response:
+    return _set_pacs_enabled(request, principal, node_id, enabled=True)
+
+
+def _set_pacs_enabled(
+    request: Request, principal: Principal, node_id: str, *, enabled: bool
+) -> Response:
+    with _vault(request).catalog.session() as session:
+        node = session.get(PacsNode, node_id)
+        if node is None:
+            raise NotFound("no such PACS node")
+        node.enabled = enabled
+        action = "admin.pacs-enable" if enabled else "admin.pacs-disable"
+        _audit(request, session, principal, action, "pacs_node", node.id)
+    return _back()
+
+
 @router.post("/cases")
 def add_case(
     request: Request,
