@@ -26,8 +26,13 @@ from vault.settings import Settings
 from vault.settle import IdleSettler, StudySettledHooks
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.orm import Session
+
     from dicom_ingest._scp_processes import ReceiverGroup
     from dicom_ingest.scp import StorageScp
+    from vault.catalog.models import PacsNode
 
 app = typer.Typer(help="dicom-vault: secure DICOM upload service and health-data vault.")
 keys_app = typer.Typer(help="Key-encryption keys: rotate and re-wrap.")
@@ -176,18 +181,29 @@ def pacs_add(
     """Allow a hospital PACS (calling AE title) to send to the DICOM receiver."""
     from vault.admin import get_or_create_organisation, register_pacs_node
 
+    def add(session: Session) -> PacsNode:
+        org = get_or_create_organisation(session, organisation)
+        return register_pacs_node(session, ae_title, org, host=host, cert_sha256=cert_sha256)
+
+    node = _change_pacs_node("pacs.add", add)
+    typer.echo(f"PACS node {node.ae_title} added ({node.id})")
+
+
+def _change_pacs_node(
+    action: str, change: Callable[[Session], PacsNode], detail: dict[str, str] | None = None
+) -> PacsNode:
+    """Run ``change`` and record ``action`` on the node it returns, in one transaction."""
     vault = _vault()
     try:
         with vault.catalog.session() as session:
-            org = get_or_create_organisation(session, organisation)
-            node = register_pacs_node(session, ae_title, org, host=host, cert_sha256=cert_sha256)
-            vault.audit.record(
-                AuditRecord("cli", "pacs.add", object_type="pacs_node", object_id=node.id),
-                session=session,
+            node = change(session)
+            record = AuditRecord(
+                "cli", action, object_type="pacs_node", object_id=node.id, detail=detail or {}
             )
+            vault.audit.record(record, session=session)
     except VaultError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"PACS node {node.ae_title} added ({node.id})")
+    return node
 
 
 @pacs_app.command("list")
@@ -230,17 +246,8 @@ def pacs_enable(ae_title: str) -> None:
 def _set_pacs_enabled(ae_title: str, *, enabled: bool) -> None:
     from vault.admin import set_pacs_node_enabled
 
-    vault = _vault()
     action = "pacs.enable" if enabled else "pacs.disable"
-    try:
-        with vault.catalog.session() as session:
-            node = set_pacs_node_enabled(session, ae_title, enabled)
-            vault.audit.record(
-                AuditRecord("cli", action, object_type="pacs_node", object_id=node.id),
-                session=session,
-            )
-    except VaultError as exc:
-        raise _fail(exc) from exc
+    node = _change_pacs_node(action, lambda s: set_pacs_node_enabled(s, ae_title, enabled))
     typer.echo(f"PACS node {node.ae_title} {'enabled' if enabled else 'disabled'}")
 
 
@@ -260,29 +267,15 @@ def pacs_update(
     """Change a PACS node's host or the client certificate it must present."""
     from vault.admin import update_pacs_node
 
-    vault = _vault()
-    try:
-        with vault.catalog.session() as session:
-            node = update_pacs_node(
-                session, ae_title, host=host, cert_sha256=cert_sha256, clear_cert=clear_cert
-            )
-            changed = [
-                name
-                for name, given in (("host", host is not None), ("cert", cert_sha256 or clear_cert))
-                if given
-            ]
-            vault.audit.record(
-                AuditRecord(
-                    "cli",
-                    "pacs.update",
-                    object_type="pacs_node",
-                    object_id=node.id,
-                    detail={"changed": ",".join(changed)},
-                ),
-                session=session,
-            )
-    except VaultError as exc:
-        raise _fail(exc) from exc
+    wanted = (("host", host is not None), ("cert", bool(cert_sha256) or clear_cert))
+    changed = [name for name, given in wanted if given]
+
+    def update(session: Session) -> PacsNode:
+        return update_pacs_node(
+            session, ae_title, host=host, cert_sha256=cert_sha256, clear_cert=clear_cert
+        )
+
+    node = _change_pacs_node("pacs.update", update, {"changed": ",".join(changed)})
     typer.echo(f"PACS node {node.ae_title} updated ({', '.join(changed) or 'nothing changed'})")
 
 
