@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
+from vault.admin import normalise_fingerprint
 from vault.audit import AuditRecord
 from vault.catalog.models import PacsNode
 from vault.core import Vault
@@ -70,10 +71,6 @@ class Refusal(Exception):
         super().__init__(reason)
         self.reason = reason
         self.node_id = node_id
-
-
-def _normalise_fingerprint(value: str) -> str:
-    return value.replace(":", "").strip().lower()
 
 
 def _addresses_of(host: str) -> set[str]:
@@ -127,7 +124,7 @@ class PeerRegistry:
             raise Refusal("peer-address", node_id)
         if expected_cert:
             presented = caller.cert_sha256 or ""
-            if _normalise_fingerprint(presented) != _normalise_fingerprint(expected_cert):
+            if normalise_fingerprint(presented) != normalise_fingerprint(expected_cert):
                 raise Refusal("certificate", node_id)
         return PeerSession(node_id, organisation_id, caller.remote, caller.tls, ae_title)
 

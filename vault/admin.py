@@ -82,13 +82,19 @@ def register_pacs_node(
     return node
 
 
+def normalise_fingerprint(value: str) -> str:
+    """A certificate's SHA-256 as compared and stored: colons and surrounding
+    blanks removed, lower case (``AB:CD:...`` and ``abcd...`` are the same)."""
+    return value.replace(":", "").strip().lower()
+
+
 def _fingerprint(cert_sha256: str) -> str:
-    """A certificate's SHA-256 as 64 lower-case hex digits (colons allowed in).
+    """:func:`normalise_fingerprint`, checked to be 64 hex digits.
 
     Raises:
         InvalidInput: not 64 hex digits.
     """
-    fingerprint = cert_sha256.replace(":", "").strip().lower()
+    fingerprint = normalise_fingerprint(cert_sha256)
     if len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
         raise InvalidInput("a certificate fingerprint is 64 hex digits (SHA-256)")
     return fingerprint
