@@ -102,6 +102,7 @@ def case_upload_page(request: Request, principal: UploaderPage, case_id: Id) -> 
         case=case,
         chunk_bytes=uploads.browser_chunk_bytes,
         parallel=uploads.browser_parallel_files,
+        stall_ms=round(uploads.browser_stall_seconds * 1000),
         max_thickness=uploads.max_slice_thickness_mm,
     )
 

@@ -48,6 +48,8 @@ class Server:
     port: int
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    # The upload page's stall limit (uploads.browser_stall_seconds); None: the default.
+    stall_seconds: float | None = None
 
     @property
     def url(self) -> str:
@@ -68,6 +70,8 @@ class Server:
             DICOM_VAULT_AUTH__PASSWORD_MEMORY_KIB="8",
             DICOM_VAULT_UPLOADS__BROWSER_CHUNK_BYTES=str(CHUNK),
         )
+        if self.stall_seconds is not None:
+            env["DICOM_VAULT_UPLOADS__BROWSER_STALL_SECONDS"] = str(self.stall_seconds)
         return env
 
     def start(self) -> None:

@@ -7,20 +7,24 @@ clinician logs in, sends a folder of 300 CT slices, a ZIP archive and a
 CD's DICOMDIR tree, sees progress, loses the server mid-upload, reloads the
 page after the restart, finishes without re-sending finished files and sees
 the series summary with thumbnails. A large file resumes at its offset
-after network drops and a reload. Screenshots go to ``test-artifacts/``.
+after network drops and a reload, and after a request that stalls without
+a word; a file that can no longer be read is reported, not retried for
+ever; a dropped folder with an unreadable entry still gives the rest.
+Screenshots go to ``test-artifacts/``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from dicom_ingest.synthetic import encode, make_ct_series
+from dicom_ingest.synthetic import encode, make_ct_series, write_series
 from tests.browser_upload_support import (
     CHUNK,
     PASSWORD,
@@ -48,9 +52,13 @@ NOTE_WATCH = """() => {
 }"""
 
 
+STALL_SECONDS = 2.0  # the page's stall limit in the tests that need one (default 30 s)
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    server = Server(tmp_path / "data", free_port(), tmp_path / "server.log")
+def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    stall = STALL_SECONDS if request.node.get_closest_marker("stall_limit") else None
+    server = Server(tmp_path / "data", free_port(), tmp_path / "server.log", stall_seconds=stall)
     seeded = seed(server)
     server.start()
     try:
@@ -289,3 +297,137 @@ class TestUploadPage:
         expected = list(range(received, big.stat().st_size, CHUNK))
         assert offsets == expected
         assert stored_counts(world) == (1, 0)
+
+
+def _large_slice(tmp_path: Path) -> Path:
+    big = tmp_path / "big" / "CT-LARGE.dcm"
+    big.parent.mkdir()
+    big.write_bytes(encode(next(make_ct_series(1, rows=768, columns=768, seed=7))))
+    return big
+
+
+def _wait_for(page: object, done: Callable[[], bool], seconds: float = 30.0) -> None:
+    """Let the page run (and its routes answer) until ``done()``."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "the page never got there"
+        page.wait_for_timeout(50)  # type: ignore[attr-defined]
+
+
+# Builds fake directory entries (fault injection: a file and a folder that
+# cannot be read) and walks them with the page's own drop code.
+WALK_FAULTY_DROP = """async () => {
+    const { fromDrop } = await import("/static/upload-files.js");
+    const file = (name) => new File(["x"], name);
+    const gone = () => new DOMException("gone", "NotFoundError");
+    const fileEntry = (path, ok = true) => ({
+        isFile: true, isDirectory: false, fullPath: path,
+        file: (resolve, reject) => (ok ? resolve(file(path.split("/").pop())) : reject(gone())),
+    });
+    const dirEntry = (path, children, ok = true) => ({
+        isFile: false, isDirectory: true, fullPath: path,
+        createReader: () => {
+            let given = false;
+            return { readEntries: (resolve, reject) => {
+                if (!ok) return reject(gone());
+                resolve(given ? [] : children);
+                given = true;
+            } };
+        },
+    });
+    const item = (entry, plain) => ({
+        kind: "file", webkitGetAsEntry: () => entry, getAsFile: () => plain,
+    });
+    const cd = dirEntry("/CD", [
+        fileEntry("/CD/IM1"), fileEntry("/CD/IM2", false), dirEntry("/CD/SUB", [], false),
+    ]);
+    const transfer = { items: [item(cd, null), item(null, file("loose.zip"))], files: [] };
+    const found = await fromDrop(transfer);
+    return found.map((f) => [f.path, f.file ? f.file.name : null, Boolean(f.unreadable)]);
+}"""
+
+
+class TestUploadPageWhenThingsGoWrong:
+    @pytest.mark.stall_limit
+    def test_a_request_that_stalls_without_a_word_is_given_up_and_the_file_resumes(
+        self, world: World, browser: object, tmp_path: Path
+    ) -> None:
+        big = _large_slice(tmp_path)
+        page = _open_upload_page(browser, world)
+        patches: list[int] = []
+        failed: list[str] = []
+
+        def network(route: object) -> None:
+            request = route.request  # type: ignore[attr-defined]
+            if request.method == "PATCH":
+                patches.append(int(request.headers["upload-offset"]))
+                if len(patches) == 2:
+                    return  # never answered: the connection died silently
+            route.continue_()  # type: ignore[attr-defined]
+
+        page.on("requestfailed", lambda request: failed.append(request.method))  # type: ignore[attr-defined]
+        page.route("**/api/uploads/*/files/*", network)  # type: ignore[attr-defined]
+        page.evaluate(NOTE_WATCH)  # type: ignore[attr-defined]
+        page.set_input_files("#pick-files", str(big))  # type: ignore[attr-defined]
+        page.wait_for_selector("#file-rows tr[data-state=stored]", timeout=60_000)  # type: ignore[attr-defined]
+
+        assert failed == ["PATCH"]  # the stalled request, abandoned by the page
+        # resumed at the server's offset: the stalled chunk once more, then the rest
+        size = big.stat().st_size
+        assert patches == [0, CHUNK, *range(CHUNK, size, CHUNK)]
+        shown = page.evaluate("window.noteShown")  # type: ignore[attr-defined]
+        assert True in shown  # "connection lost" was said while it waited
+        assert page.is_hidden("#network-note")  # type: ignore[attr-defined]
+        assert stored_counts(world) == (1, 0)
+
+    def test_a_file_that_can_no_longer_be_read_is_reported_and_the_others_arrive(
+        self, world: World, browser: object, tmp_path: Path
+    ) -> None:
+        disc = tmp_path / "disc"
+        write_series(disc, make_ct_series(2, seed=11))
+        kept, gone = sorted(disc.iterdir())
+        page = _open_upload_page(browser, world)
+        attempts: list[str] = []
+
+        def offline(route: object) -> None:
+            attempts.append(route.request.method)  # type: ignore[attr-defined]
+            route.abort("internetdisconnected")  # type: ignore[attr-defined]
+
+        page.route("**/api/uploads/*/files**", offline)  # type: ignore[attr-defined]
+        page.set_input_files("#pick-folder", str(disc))  # type: ignore[attr-defined]
+        _wait_for(page, lambda: len(attempts) >= 2)  # both files tried while offline
+        gone.unlink()  # the disc is taken out
+        page.unroute("**/api/uploads/*/files**")  # type: ignore[attr-defined]
+        page.wait_for_selector("#file-rows tr[data-state=stored]", timeout=30_000)  # type: ignore[attr-defined]
+        row = page.wait_for_selector("#file-rows tr[data-state=failed]", timeout=30_000)  # type: ignore[attr-defined]
+        _shot(page, "7-unreadable-file")
+
+        assert gone.name in row.inner_text()
+        assert "can no longer be read" in row.inner_text()
+        refused = page.inner_text("#refused-list")  # type: ignore[attr-defined]
+        assert gone.name in refused and "can no longer be read" in refused
+        assert page.is_hidden("#network-note")  # type: ignore[attr-defined]
+        assert stored_counts(world) == (1, 0)
+        assert kept.exists()
+        # the summary does not say all is well: one file of the scan never arrived
+        warning = page.wait_for_selector("#warnings li[data-code=not-sent]")  # type: ignore[attr-defined]
+        assert "1 file was not sent" in warning.inner_text()
+        assert "1 warning" in page.inner_text("#summary-verdict")  # type: ignore[attr-defined]
+        # completing asks first (the page's own handler accepts; this one listens)
+        asked: list[str] = []
+        page.on("dialog", lambda dialog: asked.append(dialog.message))  # type: ignore[attr-defined]
+        page.click("#complete")  # type: ignore[attr-defined]
+        page.wait_for_selector("#uploader[data-upload-state=complete]", state="attached")  # type: ignore[attr-defined]
+        assert asked == ["1 file was not sent. Mark the upload complete anyway?"]
+
+    def test_a_dropped_folder_with_unreadable_entries_still_gives_the_rest(
+        self, world: World, browser: object
+    ) -> None:
+        page = _open_upload_page(browser, world)
+        found = page.evaluate(WALK_FAULTY_DROP)  # type: ignore[attr-defined]
+        assert found == [
+            ["CD/IM1", "IM1", False],
+            ["CD/IM2", None, True],
+            ["CD/SUB", None, True],
+            ["loose.zip", "loose.zip", False],
+        ]

@@ -222,6 +222,9 @@ class UploadSettings(BaseModel):
     browser_chunk_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     # Files the upload page sends at the same time.
     browser_parallel_files: int = Field(default=4, ge=1, le=16)
+    # The upload page gives up on a request whose bytes have not moved for this
+    # long (a connection that died without a word) and resumes the file anew.
+    browser_stall_seconds: float = Field(default=30.0, ge=1)
     # Server side (dicom_ingest.uploads): a request body of up to this many
     # bytes that completes a file goes straight into the pipeline; larger ones
     # are held encrypted in blocks first, so an interruption loses one block.

@@ -34,33 +34,54 @@ function readBatch(reader) {
   return new Promise((resolve, reject) => reader.readEntries(resolve, reject));
 }
 
-// Every file under a directory entry (readEntries answers in batches).
+// Every file under a directory entry (readEntries answers in batches). An
+// entry that cannot be read (a broken link on a CD, a folder without read
+// permission) is listed as {file: null, path, unreadable: true}, so that the
+// rest of the drop still goes and the page can say what was left out.
 async function walk(entry, found) {
+  const path = entry.fullPath.replace(/^\/+/, "");
   if (entry.isFile) {
-    found.push({ file: await fileOf(entry), path: entry.fullPath.replace(/^\/+/, "") });
+    try {
+      found.push({ file: await fileOf(entry), path });
+    } catch (error) {
+      found.push({ file: null, path, unreadable: true });
+    }
     return;
   }
   if (!entry.isDirectory) return;
   const reader = entry.createReader();
   for (;;) {
-    const batch = await readBatch(reader);
+    let batch;
+    try {
+      batch = await readBatch(reader);
+    } catch (error) {
+      found.push({ file: null, path, unreadable: true });
+      return;
+    }
     if (!batch.length) return;
     for (const child of batch) await walk(child, found);
   }
 }
 
-// Entries must be taken from the DataTransfer during the drop event itself:
-// call this synchronously in the handler, then await the returned promise.
+// Entries and files must be taken from the DataTransfer during the drop event
+// itself: call this synchronously in the handler, then await the returned
+// promise. Each item is a folder or file entry to walk, or else a plain file.
 export function fromDrop(dataTransfer) {
   const items = Array.from(dataTransfer.items || []).filter((item) => item.kind === "file");
-  const entries = items.map((item) => (item.webkitGetAsEntry ? item.webkitGetAsEntry() : null));
-  if (!entries.length || entries.some((entry) => !entry)) {
+  if (!items.length) {
     const files = Array.from(dataTransfer.files || []);
     return Promise.resolve(files.map((file) => ({ file, path: file.name })));
   }
+  const taken = items.map((item) => {
+    const entry = item.webkitGetAsEntry ? item.webkitGetAsEntry() : null;
+    return { entry, file: entry ? null : item.getAsFile() };
+  });
   return (async () => {
     const found = [];
-    for (const entry of entries) await walk(entry, found);
+    for (const { entry, file } of taken) {
+      if (entry) await walk(entry, found);
+      else if (file) found.push({ file, path: file.name });
+    }
     return found;
   })();
 }

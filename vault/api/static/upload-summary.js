@@ -54,19 +54,20 @@ function warningItem(warning) {
   return item;
 }
 
-// Fill #summary-panel from a summary answer of the API.
-export function renderSummary(summary) {
+// Fill #summary-panel from a summary answer of the API; ``own`` are the page's
+// own warnings ({code, message}), about files the server never received.
+export function renderSummary(summary, own = []) {
   const panel = document.getElementById("summary-panel");
   const general = document.getElementById("warnings");
   const grid = document.getElementById("series-list");
   general.replaceChildren();
   grid.replaceChildren();
-  for (const warning of summary.warnings.filter((w) => !w.series_id)) {
+  for (const warning of [...own, ...summary.warnings.filter((w) => !w.series_id)]) {
     general.appendChild(warningItem(warning));
   }
   for (const series of summary.series) grid.appendChild(seriesCard(series, summary.warnings));
   if (!summary.series.length) grid.appendChild(element("p", "", "No images have been stored yet."));
-  const count = summary.warnings.length;
+  const count = own.length + summary.warnings.length;
   document.getElementById("summary-verdict").textContent = count
     ? `${count} warning${count === 1 ? "" : "s"}: please check before marking the upload complete.`
     : "No problem found in the series received.";

@@ -28,25 +28,65 @@ function retryableStatus(status) {
 
 // One HTTP request through XMLHttpRequest (the only standard API that reports
 // upload progress). Resolves with {status, header(name), json()}; rejects with
-// a retryable TusError when the network fails.
-export function send(method, url, { headers = {}, body = null, onProgress = null } = {}) {
+// a retryable TusError when the network fails. With stallMs, a request whose
+// body has not moved for that long is abandoned as a failure too: a connection
+// that died silently (a Wi-Fi hand-over, a sleeping laptop) may report nothing
+// for many minutes in some browsers. Once every byte is sent the watch ends:
+// the server may then take its time (a large ZIP is checked before it answers).
+export function send(method, url, { headers = {}, body = null, onProgress = null, stallMs = 0 } = {}) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
+    let stalled = false;
+    let timer = null;
+    const unwatch = () => clearTimeout(timer);
+    const watch = () => {
+      unwatch();
+      timer = setTimeout(() => { stalled = true; xhr.abort(); }, stallMs);
+    };
     xhr.open(method, url, true);
     xhr.setRequestHeader("Tus-Resumable", TUS_VERSION);
     for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
-    if (onProgress && body) xhr.upload.onprogress = (event) => onProgress(event.loaded);
-    xhr.onload = () => resolve({
-      status: xhr.status,
-      header: (name) => xhr.getResponseHeader(name),
-      json: () => { try { return JSON.parse(xhr.responseText || "null"); } catch (e) { return null; } },
-    });
-    const failed = () => reject(new TusError("the connection to the server was lost", { retryable: true }));
+    const watching = body !== null && stallMs > 0;
+    if (watching || onProgress) {
+      xhr.upload.onprogress = (event) => {
+        if (watching) watch();
+        if (onProgress) onProgress(event.loaded);
+      };
+    }
+    if (watching) xhr.upload.onload = unwatch;
+    xhr.onload = () => {
+      unwatch();
+      resolve({
+        status: xhr.status,
+        header: (name) => xhr.getResponseHeader(name),
+        json: () => { try { return JSON.parse(xhr.responseText || "null"); } catch (e) { return null; } },
+      });
+    };
+    const failed = () => {
+      unwatch();
+      const message = stalled ? "the connection stalled" : "the connection to the server was lost";
+      reject(new TusError(message, { retryable: true }));
+    };
     xhr.onerror = failed;
     xhr.ontimeout = failed;
     xhr.onabort = failed;
     xhr.send(body);
+    if (watching) watch();
   });
+}
+
+// Whether the browser can still read the file at offset: a disc taken out or
+// a file deleted since it was picked fails here. Its requests fail as if the
+// network had dropped, and would otherwise be retried for ever.
+async function readable(file, offset) {
+  if (!file.size) return true;
+  const at = Math.min(offset, file.size - 1);
+  try {
+    await file.slice(at, at + 1).arrayBuffer();
+    return true;
+  } catch (error) {
+    return false;
+  }
 }
 
 // The error a non-success response stands for, in the server's own plain words.
@@ -66,9 +106,9 @@ function metadata(pairs) {
 }
 
 export class TusUpload {
-  // file: a File; options: {endpoint, url, kind, chunkSize, csrf, onUrl(url),
-  // onResume(offset), onProgress(offset), onRetry(delayMs | null)}. The file
-  // name is never sent.
+  // file: a File; options: {endpoint, url, kind, chunkSize, stallMs, csrf,
+  // onUrl(url), onResume(offset), onProgress(offset), onRetry(delayMs | null)}.
+  // The file name is never sent.
   constructor(file, options) {
     this.file = file;
     this.options = options;
@@ -129,6 +169,7 @@ export class TusUpload {
       headers,
       body: small ? this.file : null,
       onProgress: small ? (loaded) => this.report(loaded) : null,
+      stallMs: this.options.stallMs,
     });
     const location = response.header("Location");
     if (location) {
@@ -176,6 +217,7 @@ export class TusUpload {
       }),
       body: this.file.slice(this.offset, end),
       onProgress: (loaded) => this.report(loaded),
+      stallMs: this.options.stallMs,
     });
     if (response.status !== 204 && response.status !== 200) {
       throw errorOf(response, "the file was not accepted");
@@ -187,7 +229,8 @@ export class TusUpload {
 
   // Run step(), retrying network failures and unavailability with backoff.
   // With resync, ask the server's offset again before retrying (a PATCH may
-  // have been partly received).
+  // have been partly received). A file the browser can no longer read is not
+  // retried: that is no network drop.
   async retrying(step, resync = false) {
     for (let attempt = 0; ; attempt += 1) {
       try {
@@ -196,6 +239,13 @@ export class TusUpload {
         return result;
       } catch (error) {
         if (!(error instanceof TusError) || !error.retryable) throw error;
+        if (!(await readable(this.file, this.offset))) {
+          throw new TusError(
+            "this file can no longer be read from your computer (was the disc or drive removed?): " +
+              "select it again to send it",
+            { error: "unreadable" },
+          );
+        }
         const delay = RETRY_DELAYS_MS[Math.min(attempt, RETRY_FOREVER_AFTER - 1)];
         if (this.options.onRetry) this.options.onRetry(delay);
         await sleep(delay);

@@ -17,6 +17,7 @@ const config = {
   csrf: root.dataset.csrf,
   chunkSize: Number(root.dataset.chunkBytes) || 4 * 1024 * 1024,
   parallel: Number(root.dataset.parallel) || 4,
+  stallMs: Number(root.dataset.stallMs) || 30000,
 };
 const $ = (id) => document.getElementById(id);
 const memory = new Memory(config.caseId);
@@ -109,9 +110,19 @@ async function resumeRemembered() {
 
 // ---- files ----------------------------------------------------------------
 
+const NOTHING = new Blob([]);
+const UNREADABLE = "this could not be read from your computer: choose the folder or files with the buttons instead";
+
 async function addFiles(found) {
   found.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  for (const { file, path } of found) {
+  for (const { file, path, unreadable } of found) {
+    if (unreadable) {
+      const job = { path, file: NOTHING, kind: "unreadable", state: "queued", done: 0, detail: UNREADABLE, retrying: false };
+      jobs.push(job);
+      addRow(job);
+      finish(job, "failed");
+      continue;
+    }
     const print = await fingerprint(path, file);
     if (seen.has(print)) continue;
     seen.add(print);
@@ -157,6 +168,7 @@ async function run(job) {
     url: remembered,
     kind: job.kind,
     chunkSize: config.chunkSize,
+    stallMs: config.stallMs,
     csrf: config.csrf,
     onUrl: (url) => memory.remember(job.print, url),
     onResume: (offset) => { job.done = offset; job.state = "sending"; scheduleRender(); },
@@ -214,6 +226,7 @@ function fail(job, error) {
   job.detail = status === 401 || status === 403
     ? "your session has ended: log in again, then select the files again"
     : error.message || "unknown error";
+  if (!refused) seen.delete(job.print); // not sent: choosing the file again sends it
   finish(job, refused ? "refused" : "failed");
 }
 
@@ -249,9 +262,22 @@ async function drained() {
   $("complete").disabled = upload.complete;
 }
 
+// Files this page could not send: the server cannot know of them.
+function notSent() {
+  return jobs.filter((job) => job.state === "failed").length;
+}
+
+function pageWarnings() {
+  const count = notSent();
+  if (!count) return [];
+  const files = count === 1 ? "1 file was" : `${count} files were`;
+  const message = `${files} not sent (see the list above): the scan may be incomplete. Select them again to send them.`;
+  return [{ code: "not-sent", message }];
+}
+
 async function showSummary() {
   try {
-    renderSummary(await api("GET", `/api/uploads/${upload.id}/summary`));
+    renderSummary(await api("GET", `/api/uploads/${upload.id}/summary`), pageWarnings());
   } catch (error) {
     $("summary-verdict").textContent = `The summary could not be shown: ${error.message}`;
     $("summary-panel").hidden = false;
@@ -259,6 +285,10 @@ async function showSummary() {
 }
 
 async function complete() {
+  const count = notSent();
+  if (count && !window.confirm(`${count} file${count === 1 ? " was" : "s were"} not sent. Mark the upload complete anyway?`)) {
+    return;
+  }
   const button = $("complete");
   button.disabled = true;
   $("complete-status").textContent = "Marking the upload complete…";
@@ -283,6 +313,7 @@ async function complete() {
 
 function wire() {
   const zone = $("drop-zone");
+  zone.addEventListener("dragenter", (event) => event.preventDefault());
   zone.addEventListener("dragover", (event) => {
     event.preventDefault();
     zone.classList.add("over");
@@ -291,7 +322,8 @@ function wire() {
   zone.addEventListener("drop", (event) => {
     event.preventDefault();
     zone.classList.remove("over");
-    fromDrop(event.dataTransfer).then(addFiles);
+    $("drop-error").hidden = true;
+    fromDrop(event.dataTransfer).then(addFiles).catch(() => { $("drop-error").hidden = false; });
   });
   for (const id of ["pick-folder", "pick-files"]) {
     const input = $(id);
