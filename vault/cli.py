@@ -18,6 +18,7 @@ from vault.audit import AuditRecord
 from vault.auth.commands import admin_app
 from vault.backup_commands import backup_app, restore
 from vault.breach_commands import breach_app
+from vault.command_support import cli_settings
 from vault.core import Vault, open_vault
 from vault.dsr_commands import dsr_app
 from vault.errors import VaultError
@@ -55,7 +56,7 @@ app.add_typer(breach_app, name="breach")
 
 
 def _vault() -> Vault:
-    return open_vault(Settings())
+    return open_vault(cli_settings())
 
 
 def _fail(exc: VaultError) -> typer.Exit:
@@ -77,7 +78,7 @@ def serve(
     from deidentify.tasks import deidentification_hooks
     from vault.api.app import create_app
 
-    settings = Settings()
+    settings = cli_settings()
     configure_logging(settings.log_level)
     hooks = deidentification_hooks(settings)
     _exit_on_sigterm()
@@ -154,7 +155,7 @@ def scp_command() -> None:
     from deidentify.tasks import deidentification_hooks
     from dicom_ingest.scp import run_scp
 
-    settings = Settings()
+    settings = cli_settings()
     configure_logging(settings.log_level)
     typer.echo(f"DICOM receiver {settings.scp.ae_title} on {settings.scp.bind}:{settings.scp.port}")
     try:
@@ -378,7 +379,7 @@ def worker(
     """
     from deidentify.tasks import create_celery_app
 
-    settings = Settings()
+    settings = cli_settings()
     if settings.celery.broker_url is None:
         typer.echo("error: no broker (celery.broker_url): tasks run in-process", err=True)
         raise typer.Exit(code=2)

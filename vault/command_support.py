@@ -1,6 +1,7 @@
 """What the ``dicom-vault`` command groups share: their vault, their actor, refusals, dates.
 
-A command opens the vault from the environment's settings, acts as ``cli``
+A command opens the vault from the environment's settings (invalid ones are
+named, one line each, with exit status 2), acts as ``cli``
 in the access log, and turns a refusal into its reason on standard error and
 exit status 2 (:func:`refusals_exit`).
 """
@@ -15,14 +16,24 @@ import typer
 
 from vault.core import Vault, open_vault
 from vault.errors import InvalidInput, VaultError
-from vault.settings import Settings
+from vault.settings import InvalidSettings, Settings, load_settings
 
 ACTOR = "cli"
 
 
+def cli_settings() -> Settings:
+    """The environment's settings; invalid ones are named on standard error (exit status 2)."""
+    try:
+        return load_settings()
+    except InvalidSettings as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: invalid configuration: {problem}", err=True)
+        raise typer.Exit(code=2) from None
+
+
 def cli_vault() -> Vault:
     """The vault the environment's settings describe."""
-    return open_vault(Settings())
+    return open_vault(cli_settings())
 
 
 @contextmanager

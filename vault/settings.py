@@ -8,15 +8,22 @@ whatever needs them; nothing reads module globals.
 
 The defaults are the embedded deployment: SQLite catalog, filesystem object
 store and a local key file, all under ``data_dir``.
+
+Nothing is silently ignored: a key that is no setting (a misspelt
+``tls_certificate``, a ``[keys] provder``) is an error, in every section, as
+is a ``DICOM_VAULT_CONFIG`` that names a file that cannot be read.
+:func:`load_settings` reports such problems as :class:`InvalidSettings`, one
+plain line each, naming the setting but never its value (it may be a secret).
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,20 +32,36 @@ from pydantic_settings import (
 )
 
 DEFAULT_DATA_DIR = Path("var")
+CONFIG_VARIABLE = "DICOM_VAULT_CONFIG"
+UNKNOWN_SETTING = "unknown setting (check its spelling and section)"
 
 
-class CatalogSettings(BaseModel):
+class InvalidSettings(Exception):
+    """The configuration cannot be used; ``problems`` says why, one line each, no values."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class Section(BaseModel):
+    """A section of the settings: a key it does not know is an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CatalogSettings(Section):
     """Where the catalog lives: a SQLAlchemy URL (SQLite or PostgreSQL)."""
 
     url: str | None = None
     echo: bool = False
 
 
-class FilesystemStoreSettings(BaseModel):
+class FilesystemStoreSettings(Section):
     root: Path | None = None
 
 
-class S3StoreSettings(BaseModel):
+class S3StoreSettings(Section):
     endpoint: str = "127.0.0.1:8333"
     access_key: str = ""
     secret_key: SecretStr = SecretStr("")
@@ -56,7 +79,7 @@ class S3StoreSettings(BaseModel):
     object_lock_days: int = Field(default=5 * 365 + 1, gt=0)
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(Section):
     """The object store holding encrypted objects."""
 
     kind: Literal["filesystem", "s3"] = "filesystem"
@@ -64,18 +87,18 @@ class StoreSettings(BaseModel):
     s3: S3StoreSettings = S3StoreSettings()
 
 
-class LocalKeySettings(BaseModel):
+class LocalKeySettings(Section):
     path: Path | None = None
 
 
-class Pkcs11KeySettings(BaseModel):
+class Pkcs11KeySettings(Section):
     module: Path = Path("/usr/lib/softhsm/libsofthsm2.so")
     token_label: str = "dicom-vault"  # noqa: S105 (a label, not a secret)
     user_pin: SecretStr = SecretStr("")
     key_label_prefix: str = "dicom-vault-kek"
 
 
-class TransitKeySettings(BaseModel):
+class TransitKeySettings(Section):
     url: str = "http://127.0.0.1:8200"
     token: SecretStr = SecretStr("")
     mount_point: str = "transit"
@@ -84,7 +107,7 @@ class TransitKeySettings(BaseModel):
     timeout_seconds: float = Field(default=10.0, gt=0)
 
 
-class KeySettings(BaseModel):
+class KeySettings(Section):
     """The key provider that holds the key-encryption keys."""
 
     provider: Literal["local", "pkcs11", "transit"] = "local"
@@ -93,7 +116,7 @@ class KeySettings(BaseModel):
     transit: TransitKeySettings = TransitKeySettings()
 
 
-class IngestLimits(BaseModel):
+class IngestLimits(Section):
     """Size and count limits applied wherever bytes come in."""
 
     max_file_bytes: int = Field(default=4 * 1024**3, gt=0)
@@ -131,7 +154,7 @@ LOSSLESS_TRANSFER_SYNTAXES = (
 )
 
 
-class PolicySettings(BaseModel):
+class PolicySettings(Section):
     """What the validation policy accepts, shared by every entry point."""
 
     sop_classes: list[str] = list(IMPLANT_SOP_CLASSES)
@@ -140,7 +163,7 @@ class PolicySettings(BaseModel):
     one_patient_per_case: bool = True
 
 
-class DeidentifySettings(BaseModel):
+class DeidentifySettings(Section):
     """The PS3.15 Annex E profile options for pseudonymised copies (see deidentify.profile)."""
 
     retain_modified_dates: bool = True
@@ -154,7 +177,7 @@ class DeidentifySettings(BaseModel):
     pseudonym_key_purpose: str = "pseudonym"
 
 
-class CelerySettings(BaseModel):
+class CelerySettings(Section):
     """The task queue running study-level work (see deidentify.tasks).
 
     With no ``broker_url`` (the embedded default) tasks run eagerly in the
@@ -173,7 +196,7 @@ class CelerySettings(BaseModel):
     worker_concurrency: int = Field(default=1, ge=1)
 
 
-class RetentionSettings(BaseModel):
+class RetentionSettings(Section):
     """How long data and the access log are kept (see vault.retention, vault.audit_retention)."""
 
     # Access-log records older than this are purged (a signed checkpoint stays).
@@ -184,7 +207,7 @@ class RetentionSettings(BaseModel):
     backup_retention_days: int = Field(default=183, gt=0)
 
 
-class AuditSyslogSettings(BaseModel):
+class AuditSyslogSettings(Section):
     """Live forwarding of the access log to a syslog collector (IHE ATNA: RFC 5424
     messages over TLS, RFC 5425 framing). Off while ``host`` is empty."""
 
@@ -203,7 +226,7 @@ class AuditSyslogSettings(BaseModel):
     app_name: str = "dicom-vault"
 
 
-class AuditSettings(BaseModel):
+class AuditSettings(Section):
     """How access-log exports name their source (ATNA AuditSourceIdentification)."""
 
     # AuditSourceID; ``dicom-vault@<host name>`` when unset.
@@ -213,7 +236,7 @@ class AuditSettings(BaseModel):
     syslog: AuditSyslogSettings = AuditSyslogSettings()
 
 
-class UploadSettings(BaseModel):
+class UploadSettings(Section):
     """The clinicians' browser upload (see dicom_ingest.upload_page, dicom_ingest.summary)."""
 
     # Slices thicker (or further apart) than this are warned about in the summary.
@@ -235,14 +258,14 @@ class UploadSettings(BaseModel):
     abandon_after_hours: float = Field(default=72.0, gt=0)
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(Section):
     host: str = "127.0.0.1"
     port: int = 8000
     # Web API worker processes (uvicorn); 1 serves from the ``serve`` process itself.
     workers: int = Field(default=1, ge=1, le=64)
 
 
-class AuthSettings(BaseModel):
+class AuthSettings(Section):
     """Logins, sessions, lock-out, API tokens and request limits (see vault.auth)."""
 
     session_idle_minutes: int = Field(default=30, gt=0)
@@ -271,7 +294,7 @@ class AuthSettings(BaseModel):
     public_url: str | None = None
 
 
-class ScpSettings(BaseModel):
+class ScpSettings(Section):
     """The DICOM C-STORE receiver for hospital PACS (see dicom_ingest.scp)."""
 
     ae_title: str = Field(default="DICOMVAULT", min_length=1, max_length=16)
@@ -345,7 +368,45 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml_path = os.environ.get("DICOM_VAULT_CONFIG")
+        toml_path = os.environ.get(CONFIG_VARIABLE)
         if toml_path:
+            _check_config_file(Path(toml_path))
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
         return tuple(sources)
+
+
+def _check_config_file(path: Path) -> None:
+    """Refuse a configuration file that is missing, unreadable or not TOML.
+
+    pydantic-settings would read a missing file as empty, and the service
+    would start on the embedded defaults: another catalog, a local key file.
+    """
+    try:
+        with path.open("rb") as file:
+            tomllib.load(file)
+    except OSError as exc:
+        raise InvalidSettings([f"{CONFIG_VARIABLE} names {path}: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidSettings([f"{CONFIG_VARIABLE} names {path}, not valid TOML: {exc}"]) from None
+
+
+def load_settings() -> Settings:
+    """The settings of the environment (and ``DICOM_VAULT_CONFIG``), checked.
+
+    Raises:
+        InvalidSettings: a setting is unknown or invalid, or the file cannot be read.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise InvalidSettings(describe_invalid(exc)) from None
+
+
+def describe_invalid(exc: ValidationError) -> list[str]:
+    """One line per problem: the setting's dotted name and what is wrong, never the value."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        what = UNKNOWN_SETTING if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"{where}: {what}")
+    return problems

@@ -18,7 +18,7 @@ from vault.api.security import install_security
 from vault.clock import Clock
 from vault.core import open_vault
 from vault.errors import VaultError, http_status
-from vault.settings import Settings
+from vault.settings import Settings, load_settings
 from vault.settle import StudySettledHooks
 
 
@@ -75,6 +75,6 @@ def create_app_from_environment() -> FastAPI:
     from deidentify.tasks import deidentification_hooks
     from vault.logs import configure_logging
 
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     return create_app(settings, settle_hooks=deidentification_hooks(settings))

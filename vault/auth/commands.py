@@ -19,15 +19,15 @@ from vault.audit import AuditRecord
 from vault.auth.links import base_url, link_url
 from vault.auth.login import Authenticator
 from vault.auth.permissions import CaseAction, Principal, can_access_case
+from vault.command_support import cli_settings
 from vault.core import Vault, open_vault
 from vault.errors import InvalidInput, VaultError
-from vault.settings import Settings
 
 admin_app = typer.Typer(help="Accounts: users, password links, case assignments, API tokens.")
 
 
 def _open() -> tuple[Vault, Authenticator]:
-    vault = open_vault(Settings())
+    vault = open_vault(cli_settings())
     return vault, Authenticator(vault)
 
 
