@@ -114,11 +114,13 @@ class TestServe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         env = {**os.environ, "DICOM_VAULT_DATA_DIR": str(tmp_path / "var")}
+        env["DICOM_VAULT_RETENTION__DAILY_RUN_HOUR_UTC"] = "3"
         server = subprocess.Popen(
             [str(CLI), "serve", "--port", str(port), "--no-scp"],
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            text=True,
         )
         try:
             deadline = time.monotonic() + 60
@@ -135,7 +137,9 @@ class TestServe:
             assert catalog.stat().st_mode & 0o077 == 0
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            said, _ = server.communicate(timeout=30)
+        # no broker: the retention promises are kept by this process itself
+        assert "daily jobs (expiry, access-log purge, backup) in this process at 03:00 UTC" in said
 
 
 class TestDeidentificationFromTheCli:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from dicom_ingest._scp_processes import ReceiverGroup
     from dicom_ingest.scp import StorageScp
     from vault.catalog.models import PacsNode
+    from vault.daily_jobs import DailyRunner
 
 app = typer.Typer(help="dicom-vault: secure DICOM upload service and health-data vault.")
 keys_app = typer.Typer(help="Key-encryption keys: rotate and re-wrap.")
@@ -88,6 +89,7 @@ def serve(
         background = _start_receiver(settings, hooks) if scp else _start_settler(settings, hooks)
     except VaultError as exc:
         raise _fail(exc) from exc
+    daily = _start_daily_jobs(settings)
     workers = settings.api.workers
     try:
         uvicorn.run(
@@ -101,7 +103,26 @@ def serve(
             log_level="info",
         )
     finally:
+        if daily is not None:
+            daily.stop()
         background.stop()
+
+
+def _start_daily_jobs(settings: Settings) -> DailyRunner | None:
+    """Without a broker, the daily jobs (expiry, access-log purge, backup) run
+    in this process; with one, Celery beat runs them (``worker --beat``)."""
+    from vault.daily_jobs import DailyRunner
+
+    hour = settings.retention.daily_run_hour_utc
+    if settings.celery.broker_url is not None:
+        typer.echo("daily jobs: on the broker's schedule (run one worker with --beat)")
+        return None
+    runner = DailyRunner(open_vault(settings), hour_utc=hour)
+    runner.start()
+    typer.echo(
+        f"daily jobs (expiry, access-log purge, backup) in this process at {hour:02d}:00 UTC"
+    )
+    return runner
 
 
 def _exit_on_sigterm() -> None:

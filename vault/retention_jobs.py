@@ -1,15 +1,17 @@
-"""The daily retention jobs as Celery tasks on Celery beat's schedule.
+"""The daily jobs of :mod:`vault.daily_jobs` as Celery tasks on Celery beat's schedule.
 
-:func:`register_retention_jobs` adds two tasks to a vault's Celery app and
-schedules both once a day at ``retention.daily_run_hour_utc``:
-``dicom_vault.expire_studies`` (crypto-shred expired studies) and
-``dicom_vault.purge_audit`` (purge access-log records past their 12 months,
-then write a signed checkpoint). Their messages carry no argument at all.
-The expiry job also sweeps browser uploads abandoned half-way, dropping the
-encrypted parts they held (:func:`dicom_ingest.uploads.sweep_abandoned_uploads`).
-A third, ``dicom_vault.rotate_backups``, deletes catalog backups past their
-6-month rotation (:func:`vault.backup.rotate_backups`).
-Run beat beside a worker (``celery beat``, or a worker started with ``-B``).
+:func:`register_retention_jobs` adds the tasks to a vault's Celery app and
+schedules three once a day at ``retention.daily_run_hour_utc``:
+``dicom_vault.expire_studies`` (crypto-shred expired studies, sweep browser
+uploads abandoned half-way), ``dicom_vault.purge_audit`` (purge access-log
+records past their 12 months, then write a signed checkpoint) and
+``dicom_vault.backup`` (a catalog backup when one is due, which also deletes
+those past their 6-month rotation). Their messages carry no argument at all.
+A fourth, ``dicom_vault.rotate_backups``, only deletes backups past their
+rotation (:func:`vault.backup.rotate_backups`), for deployments that take
+backups themselves. Run beat beside a worker (``celery beat``, or a worker
+started with ``-B``); without a broker, ``dicom-vault serve`` runs the same
+jobs itself (:class:`vault.daily_jobs.DailyRunner`).
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from typing import Final, Protocol
 from celery import Celery, Task
 from celery.schedules import crontab
 
-from vault.audit_retention import purge_audit
 from vault.backup import rotate_backups
 from vault.core import Vault
-from vault.retention import expire_studies
+from vault.daily_jobs import backup_job, expire_job, purge_job
 
 EXPIRE_TASK: Final = "dicom_vault.expire_studies"
 PURGE_TASK: Final = "dicom_vault.purge_audit"
+BACKUP_TASK: Final = "dicom_vault.backup"
 BACKUP_ROTATION_TASK: Final = "dicom_vault.rotate_backups"
 
 
@@ -44,22 +46,17 @@ def expire_studies_task(task: Task) -> dict[str, int]:
 
     Then sweep abandoned browser uploads (each recorded as ``upload.abandon``).
     """
-    vault = _vault_of(task)
-    expired = len(expire_studies(vault))
-    sweep_uploads(vault)
-    return {"expired": expired}
-
-
-def sweep_uploads(vault: Vault) -> int:
-    """Close browser uploads abandoned half-way and drop their held parts; how many."""
-    from dicom_ingest.uploads import sweep_abandoned_uploads  # ingest builds on vault
-
-    return sweep_abandoned_uploads(vault)
+    return {"expired": expire_job(_vault_of(task))}
 
 
 def purge_audit_task(task: Task) -> dict[str, int]:
     """Purge access-log records past their retention; the count."""
-    return {"purged": purge_audit(_vault_of(task))}
+    return {"purged": purge_job(_vault_of(task))}
+
+
+def backup_task(task: Task) -> dict[str, int]:
+    """Take a catalog backup if one is due (and rotate); 1 if taken."""
+    return {"taken": backup_job(_vault_of(task))}
 
 
 def rotate_backups_task(task: Task) -> dict[str, int]:
@@ -71,6 +68,7 @@ def register_retention_jobs(app: Celery, *, hour_utc: int) -> None:
     """Register the tasks on ``app`` and schedule each daily at ``hour_utc``:00 UTC."""
     app.task(bind=True, name=EXPIRE_TASK)(expire_studies_task)
     app.task(bind=True, name=PURGE_TASK)(purge_audit_task)
+    app.task(bind=True, name=BACKUP_TASK)(backup_task)
     app.task(bind=True, name=BACKUP_ROTATION_TASK)(rotate_backups_task)
     daily = crontab(minute=0, hour=hour_utc)
     app.conf.timezone = "UTC"
@@ -78,5 +76,5 @@ def register_retention_jobs(app: Celery, *, hour_utc: int) -> None:
         **(app.conf.beat_schedule or {}),
         "expire-studies-daily": {"task": EXPIRE_TASK, "schedule": daily},
         "purge-audit-daily": {"task": PURGE_TASK, "schedule": daily},
-        "rotate-backups-daily": {"task": BACKUP_ROTATION_TASK, "schedule": daily},
+        "backup-daily": {"task": BACKUP_TASK, "schedule": daily},
     }

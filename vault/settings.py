@@ -205,6 +205,9 @@ class RetentionSettings(Section):
     daily_run_hour_utc: int = Field(default=2, ge=0, le=23)
     # Catalog backups older than this are deleted (a 6-month rotation; see vault.backup).
     backup_retention_days: int = Field(default=183, gt=0)
+    # The daily jobs take a catalog backup when the newest is this many days old
+    # (0: never; backups are then taken with ``dicom-vault backup``).
+    backup_every_days: int = Field(default=1, ge=0)
 
 
 class AuditSyslogSettings(Section):

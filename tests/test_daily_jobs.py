@@ -1,0 +1,132 @@
+"""The daily jobs: expiry, access-log purge and catalog backup, and the runner
+that keeps them going without a broker.
+
+The jobs run on an embedded vault whose clock is moved by years; a job made
+to fail (fault injection) does not stop the others. The Celery side (beat's
+schedule, the tasks) is in tests/test_retention.py and tests/test_backup.py.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from deidentify.tasks import create_celery_app
+from dicom_ingest.synthetic import encode, make_ct_series
+from tests.services.vault_env import CaseContext
+from vault.backup import list_backups
+from vault.catalog.models import Study
+from vault.clock import FrozenClock
+from vault.core import Vault, open_vault
+from vault.daily_jobs import DAILY_JOBS, DailyRunner, next_run, run_daily_jobs
+from vault.errors import StorageUnavailable
+from vault.retention_jobs import BACKUP_TASK
+from vault.settings import RetentionSettings, Settings
+
+FIVE_YEARS_AND_A_DAY = timedelta(days=5 * 365 + 2)
+
+
+def _ingest(case: CaseContext) -> str:
+    results = [
+        case.pipeline.ingest(io.BytesIO(encode(ds)), case.origin)
+        for ds in make_ct_series(2, rows=32, columns=32, seed=3)
+    ]
+    return results[0].study_id
+
+
+def _advance(vault: Vault, delta: timedelta) -> None:
+    clock = vault.clock
+    assert isinstance(clock, FrozenClock)
+    clock.advance(delta)
+
+
+class TestWhenTheJobsRun:
+    @pytest.mark.parametrize(
+        ("now", "expected"),
+        [
+            (datetime(2026, 3, 1, 1, 59, tzinfo=UTC), datetime(2026, 3, 1, 2, tzinfo=UTC)),
+            (datetime(2026, 3, 1, 2, 0, tzinfo=UTC), datetime(2026, 3, 2, 2, tzinfo=UTC)),
+            (datetime(2026, 3, 1, 23, 30, tzinfo=UTC), datetime(2026, 3, 2, 2, tzinfo=UTC)),
+            (datetime(2026, 12, 31, 3, 0, tzinfo=UTC), datetime(2027, 1, 1, 2, tzinfo=UTC)),
+        ],
+    )
+    def test_the_next_run_is_the_first_hour_strictly_after_now(
+        self, now: datetime, expected: datetime
+    ) -> None:
+        assert next_run(now, 2) == expected
+
+    def test_the_runner_runs_at_its_hour_then_waits_for_the_next_day(
+        self, embedded_vault: Vault
+    ) -> None:
+        runner = DailyRunner(embedded_vault, hour_utc=2)
+        due = runner.due
+        assert runner.tick() is None  # not yet
+        _advance(embedded_vault, due - embedded_vault.clock.now())
+        ran = runner.tick()
+        assert ran is not None and set(ran) == {"expire", "purge", "backup"}
+        assert runner.due == due + timedelta(days=1)
+        assert runner.tick() is None  # once a day
+
+    def test_the_runner_thread_stops_when_told(self, embedded_vault: Vault) -> None:
+        runner = DailyRunner(embedded_vault, hour_utc=2, poll_seconds=0.05)
+        runner.start()
+        runner.stop()
+        assert not runner.is_alive()
+
+
+class TestTheJobs:
+    def test_one_run_expires_purges_and_backs_up(self, embedded_case: CaseContext) -> None:
+        vault = embedded_case.vault
+        study_id = _ingest(embedded_case)
+        _advance(vault, FIVE_YEARS_AND_A_DAY)
+        ran = run_daily_jobs(vault)
+        assert ran["expire"] == 1
+        assert ran["purge"] and ran["purge"] > 0  # the ingest's records, 5 years old
+        assert ran["backup"] == 1
+        with vault.catalog.session() as session:
+            assert session.get(Study, study_id) is None
+        assert len(list_backups(vault)) == 1
+
+    def test_a_backup_is_taken_once_a_day(self, embedded_vault: Vault) -> None:
+        assert run_daily_jobs(embedded_vault)["backup"] == 1
+        assert run_daily_jobs(embedded_vault)["backup"] == 0
+        _advance(embedded_vault, timedelta(hours=23, minutes=30))  # the next day's run
+        assert run_daily_jobs(embedded_vault)["backup"] == 1
+        assert len(list_backups(embedded_vault)) == 2
+
+    def test_backups_can_be_left_to_the_operator(self, tmp_path: Path) -> None:
+        settings = Settings(
+            data_dir=tmp_path / "data", retention=RetentionSettings(backup_every_days=0)
+        )
+        vault = open_vault(settings, clock=FrozenClock())
+        try:
+            assert run_daily_jobs(vault)["backup"] == 0
+            assert list_backups(vault) == []
+        finally:
+            vault.close()
+
+    def test_a_failing_job_does_not_stop_the_others(
+        self,
+        embedded_vault: Vault,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        def broken(vault: Vault) -> int:
+            raise StorageUnavailable("the object store did not answer")
+
+        monkeypatch.setitem(DAILY_JOBS, "expire", broken)
+        with caplog.at_level(logging.INFO, logger="vault.daily_jobs"):
+            ran = run_daily_jobs(embedded_vault)
+        assert ran["expire"] is None
+        assert ran["purge"] == 0 and ran["backup"] == 1
+        messages = [record.getMessage() for record in caplog.records]
+        assert "daily job expire failed, next run tomorrow: StorageUnavailable" in messages
+
+    def test_the_celery_task_takes_the_backup_when_due(self, embedded_vault: Vault) -> None:
+        app = create_celery_app(embedded_vault.settings, vault=embedded_vault)
+        assert app.tasks[BACKUP_TASK].delay().get() == {"taken": 1}
+        assert app.tasks[BACKUP_TASK].delay().get() == {"taken": 0}
