@@ -221,6 +221,11 @@ COVERAGE: dict[tuple[str, str], Entry] = {
     ("GET", "/docs"): _get("anon", "/docs", ()),
     ("GET", "/docs/oauth2-redirect"): _get("anon", "/docs/oauth2-redirect", ()),
     ("GET", "/redoc"): _get("anon", "/redoc", ()),
+    # Operators' figures, scraped by Prometheus with a ``metrics`` token every 15-60 s:
+    # counts of catalog states, no health data and no identifier. A record per scrape
+    # would flood the 12-month access log; the token's creation and revocation are
+    # recorded instead (vault/api/routes_metrics.py).
+    ("GET", "/metrics"): _get("metrics", "/metrics", ()),
     # Forms and landing pages: they show the caller's own identity or an empty form.
     ("GET", "/login"): _get("anon", "/login", ()),
     ("GET", "/login/totp"): _get("pending", "/login/totp", ()),

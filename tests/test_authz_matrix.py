@@ -5,6 +5,8 @@ a session that passed the password but not the TOTP step (``pending``), a
 valid engineer API token, an expired token and a revoked one. Rows are
 requests; every route the app declares must appear in at least one row, and
 every route must declare a permission unless it is on the public allowlist.
+An administrator's ``metrics`` token (a Prometheus scraper's) is walked over
+every row apart: it reads ``/metrics`` and gets 403 everywhere else.
 """
 
 from __future__ import annotations
@@ -236,6 +238,7 @@ MATRIX = (
         headers=TUS),
     row("GET",   "/api/uploads/0123456789abcdef/files/0123456789abcdef/result",
                                                          "401 404 403 403 403 404 401 403 401 401"),
+    row("GET",   "/metrics",                             "401 403 403 403 200 403 401 403 401 401"),
 )
 # fmt: on
 
@@ -259,6 +262,8 @@ class Callers:
             "token": world.token(engineer),
             "expired": self._expired_token(),
             "revoked": self._revoked_token(),
+            # Not a matrix column: TestMetricsTokenReadsOnlyMetrics walks it over every row.
+            "metrics": world.token(self.accounts["admin"], scope="metrics"),
         }
         self.ids |= {
             "spare_token": self._token_id(world.token(engineer)),
@@ -465,6 +470,16 @@ def _template(path: str) -> str:
         kind = "request_id" if path.startswith("/dpo/requests/") else "breach_id"
         return path.replace("0123456789abcdef", f"{{{kind}}}")
     return templates.get(path, path)
+
+
+class TestMetricsTokenReadsOnlyMetrics:
+    @pytest.mark.parametrize("item", MATRIX, ids=lambda item: item.id)
+    def test_a_metrics_token_is_refused_everywhere_but_metrics(
+        self, callers: tuple[Callers, TestClient], item: Row
+    ) -> None:
+        table, client = callers
+        expected = 200 if item.path == "/metrics" else 403
+        assert table.request(client, "metrics", item) == expected
 
 
 class TestCaseReachAgreesWithListing:

@@ -80,12 +80,19 @@ class AuthWorld:
         with self.vault.catalog.session() as session:
             return self.auth.sessions.start(session, account.user_id, stage, "testclient")
 
-    def token(self, account: Account, *, case_id: str | None = None, days: int = 30) -> str:
+    def token(
+        self,
+        account: Account,
+        *,
+        case_id: str | None = None,
+        days: int = 30,
+        scope: str = "read:pseudonymised",
+    ) -> str:
         with self.vault.catalog.session() as session:
             user = session.get(User, account.user_id)
             assert user is not None
             _, secret = self.auth.tokens.issue(
-                session, user, name="test", case_id=case_id, days=days
+                session, user, name="test", case_id=case_id, days=days, scope=scope
             )
             return secret
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from crypto.errors import CryptoError
 from dicom_ingest import upload_api, upload_page
-from vault.api import routes_dicomweb, routes_engineer, routes_engineer_page
+from vault.api import routes_dicomweb, routes_engineer, routes_engineer_page, routes_metrics
 from vault.api.routes_auth import install_accounts
 from vault.api.routes_dpo import router as dpo_router
 from vault.api.routes_dpo_breaches import router as breach_router
@@ -59,6 +59,7 @@ def create_app(
     app.include_router(routes_engineer_page.router)
     app.include_router(upload_page.router)
     app.include_router(upload_api.router)
+    app.include_router(routes_metrics.router)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:

@@ -1,5 +1,9 @@
 """The ``dicom-vault admin`` commands: users, password links, assignments, tokens.
 
+Tokens are an engineer's (``create-token``, scope ``read:pseudonymised``) or
+an administrator's for a Prometheus scraper (``metrics-token``, scope
+``metrics``: ``GET /metrics`` and nothing else); ``revoke-token`` ends either.
+
 Each command opens the vault, does one thing, records it in the access log as
 actor ``cli`` and prints what the operator must hand over (a one-time link or
 a token) exactly once. Secrets are printed to standard output only, never
@@ -15,7 +19,7 @@ import typer
 from sqlalchemy.orm import Session
 
 from vault import admin
-from vault.audit import AuditRecord
+from vault.audit import AuditRecord, DetailValue
 from vault.auth.links import base_url, link_url
 from vault.auth.login import Authenticator
 from vault.auth.permissions import CaseAction, Principal, can_access_case
@@ -36,8 +40,16 @@ def _fail(exc: VaultError) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _record(vault: Vault, session: Session, action: str, kind: str, oid: str) -> None:
-    vault.audit.record(AuditRecord("cli", action, object_type=kind, object_id=oid), session=session)
+def _record(
+    vault: Vault,
+    session: Session,
+    action: str,
+    kind: str,
+    oid: str,
+    detail: dict[str, DetailValue] | None = None,
+) -> None:
+    record = AuditRecord("cli", action, object_type=kind, object_id=oid, detail=detail or {})
+    vault.audit.record(record, session=session)
 
 
 @admin_app.command("create-user")
@@ -144,6 +156,33 @@ def create_token(
     finally:
         vault.close()
     typer.echo(f"token {token.id} expires {token.expires_at.date()}; shown only now:")
+    typer.echo(secret)
+
+
+@admin_app.command("metrics-token")
+def metrics_token(
+    email: str,
+    days: Annotated[
+        int | None,
+        typer.Option(
+            help="Lifetime in days (auth.token_default_days; auth.token_max_days at most)."
+        ),
+    ] = None,
+    name: Annotated[str, typer.Option(help="What the token is for.")] = "prometheus",
+) -> None:
+    """Create a token for a Prometheus scraper (GET /metrics only) owned by the
+    administrator EMAIL, and print it once. Revoke it with revoke-token."""
+    vault, auth = _open()
+    try:
+        with vault.catalog.session() as session:
+            user = admin.user_by_email(session, email)
+            token, secret = auth.tokens.issue(session, user, name=name, scope="metrics", days=days)
+            _record(vault, session, "token.create", "token", token.id, {"scope": token.scope})
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    finally:
+        vault.close()
+    typer.echo(f"token {token.id} (metrics) expires {token.expires_at.date()}; shown only now:")
     typer.echo(secret)
 
 

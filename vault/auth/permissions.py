@@ -35,6 +35,7 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     DSR_MANAGE = "dsr:manage"  # data-subject requests and the breach register
     ADMIN = "admin"
+    METRICS = "metrics"  # the operators' figures (GET /metrics): counts, no health data
 
 
 class CaseAction(StrEnum):
@@ -49,13 +50,18 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "clinician": frozenset({P.ACCOUNT, P.CASE_READ, P.UPLOAD}),
     "engineer": frozenset({P.ACCOUNT, P.CASE_READ, P.PSEUDONYMISED_READ, P.TOKENS_MANAGE}),
     "dpo": frozenset({P.ACCOUNT, P.CASE_READ, P.AUDIT_READ, P.DSR_MANAGE}),
-    "admin": frozenset({P.ACCOUNT, P.CASE_READ, P.AUDIT_READ, P.ADMIN, P.DSR_MANAGE}),
+    "admin": frozenset({P.ACCOUNT, P.CASE_READ, P.AUDIT_READ, P.ADMIN, P.DSR_MANAGE, P.METRICS}),
 }
+# A token grants its owner's role permissions within its scope's. A role holds
+# tokens of the scopes whose permissions it has all of (:func:`may_hold_scope`):
+# engineers ``read:pseudonymised``, administrators ``metrics`` (a scraper's).
 SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "read:pseudonymised": frozenset({P.ACCOUNT, P.CASE_READ, P.PSEUDONYMISED_READ}),
+    "metrics": frozenset({P.METRICS}),
 }
 SCOPE_CASE_ACTIONS: dict[str, frozenset[CaseAction]] = {
     "read:pseudonymised": frozenset({CaseAction.READ, CaseAction.READ_PSEUDONYMISED}),
+    "metrics": frozenset(),
 }
 ROLE_CASE_ACTIONS: dict[str, frozenset[CaseAction]] = {
     "clinician": frozenset({CaseAction.READ, CaseAction.UPLOAD}),
@@ -92,6 +98,13 @@ def permissions_of(principal: Principal) -> frozenset[Permission]:
     if principal.via == "token":
         granted &= SCOPE_PERMISSIONS.get(principal.scope or "", frozenset())
     return granted
+
+
+def may_hold_scope(role: str, scope: str) -> bool:
+    """Whether a user of ``role`` may hold a token of ``scope``: the role grants
+    every permission the scope carries (so the token is never empty)."""
+    wanted = SCOPE_PERMISSIONS.get(scope)
+    return wanted is not None and wanted <= ROLE_PERMISSIONS.get(role, frozenset())
 
 
 def _case_actions(principal: Principal) -> frozenset[CaseAction]:

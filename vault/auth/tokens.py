@@ -1,8 +1,11 @@
-"""API tokens for engineers' tools: scoped, expiring, revocable, digest only.
+"""API tokens for tools: scoped, expiring, revocable, digest only.
 
 A token is ``dvt_`` and 256 random bits, shown once at creation and sent as
-``Authorization: Bearer <token>``. Its scope names what it may do
-(``read:pseudonymised``), on one case or on every case assigned to its owner.
+``Authorization: Bearer <token>``. Its scope names what it may do: an
+engineer's ``read:pseudonymised`` (on one case or on every case assigned to
+its owner) or an administrator's ``metrics`` (a Prometheus scraper reading
+``GET /metrics`` and nothing else). Which role holds which scope is decided in
+:mod:`vault.auth.permissions`.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from vault.auth.digests import digest, new_secret
+from vault.auth.permissions import SCOPE_CASE_ACTIONS, SCOPE_PERMISSIONS, may_hold_scope
 from vault.auth.sessions import TOUCH_EVERY
-from vault.catalog.accounts import ApiToken, User
+from vault.catalog.accounts import ROLES, ApiToken, User
 from vault.clock import Clock
 from vault.errors import InvalidInput, NotFound
 from vault.settings import AuthSettings
 
 TOKEN_PREFIX = "dvt_"  # noqa: S105 (a type prefix, not a secret)
-SCOPES = ("read:pseudonymised",)
+SCOPES = tuple(SCOPE_PERMISSIONS)
 
 
 class Tokens:
@@ -43,15 +47,19 @@ class Tokens:
         """A new token of ``user``; returns its record and the secret (shown once).
 
         Raises:
-            InvalidInput: unknown scope, bad lifetime, or a user who may not hold tokens.
+            InvalidInput: unknown scope, bad lifetime, a case given to a scope
+                that reads no case, or a user who may not hold tokens of ``scope``.
         """
         days = days or self._settings.token_default_days
         if scope not in SCOPES:
             raise InvalidInput("unknown token scope")
         if not 0 < days <= self._settings.token_max_days:
             raise InvalidInput(f"a token lives 1 to {self._settings.token_max_days} days")
-        if user.role != "engineer" or user.disabled:
-            raise InvalidInput("only active engineers hold API tokens")
+        if case_id is not None and not SCOPE_CASE_ACTIONS.get(scope):
+            raise InvalidInput(f"a {scope} token is not limited to a case")
+        if user.disabled or not may_hold_scope(user.role, scope):
+            holders = " or ".join(role for role in ROLES if may_hold_scope(role, scope))
+            raise InvalidInput(f"only an active {holders} holds {scope} tokens")
         secret = new_secret(TOKEN_PREFIX)
         now = self._clock.now()
         token = ApiToken(

@@ -55,7 +55,8 @@ class LoginSession(Base):
 
 
 class ApiToken(Base):
-    """A bearer token for an engineer's tools; only its digest is kept."""
+    """A bearer token for a tool (an engineer's, or an administrator's metrics
+    scraper); only its digest is kept."""
 
     __tablename__ = "api_tokens"
 
