@@ -3,11 +3,12 @@
 #   softhsm2 (an HSM for the pkcs11 key provider), dcmtk (storescu, echoscu,
 #   dcmdump), orthanc (the reference archive in tests and benchmarks) and
 #   chromium (headless browser tests, driven by Playwright with this binary)
-#   and nginx (the reverse proxy of infra/deploy, run in front of a vault).
+#   nginx (the reverse proxy of infra/deploy, run in front of a vault) and
+#   systemd (only its systemd-analyze, which verifies infra/deploy's units).
 # Does nothing for packages already installed; needs root (or sudo) otherwise.
 set -euo pipefail
 
-packages=(softhsm2 dcmtk orthanc chromium nginx)
+packages=(softhsm2 dcmtk orthanc chromium nginx systemd)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
