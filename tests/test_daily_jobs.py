@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -70,6 +71,30 @@ class TestWhenTheJobsRun:
         assert ran is not None and set(ran) == {"expire", "purge", "backup"}
         assert runner.due == due + timedelta(days=1)
         assert runner.tick() is None  # once a day
+
+    def test_the_runner_thread_outlives_a_job_that_breaks_unexpectedly(
+        self, embedded_vault: Vault, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        calls: list[str] = []
+
+        def broken(vault: Vault) -> int:
+            calls.append("expire")
+            raise RuntimeError("a bug, not a known failure")
+
+        monkeypatch.setitem(DAILY_JOBS, "expire", broken)
+        runner = DailyRunner(embedded_vault, hour_utc=2, poll_seconds=0.02)
+        runner.due = embedded_vault.clock.now()  # due at once
+        runner.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not calls and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.1)
+            assert calls == ["expire"]
+            assert runner.is_alive()
+            assert runner.due > embedded_vault.clock.now()  # tomorrow's run is set
+        finally:
+            runner.stop()
 
     def test_the_runner_thread_stops_when_told(self, embedded_vault: Vault) -> None:
         runner = DailyRunner(embedded_vault, hour_utc=2, poll_seconds=0.05)

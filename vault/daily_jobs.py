@@ -110,7 +110,10 @@ class DailyRunner(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.wait(self._poll):
-            self.tick()
+            try:
+                self.tick()
+            except Exception as exc:  # noqa: BLE001 (the runner must outlive one bad day)
+                log.error("daily jobs failed, next run tomorrow: %s", type(exc).__name__)
 
     def tick(self) -> dict[str, int | None] | None:
         """Run the jobs if their time has come (then set the next); their results."""
