@@ -217,6 +217,7 @@ ZERO = "0123456789abcdef"
 COVERAGE: dict[tuple[str, str], Entry] = {
     # Framework pages and probes: no data read or changed.
     ("GET", "/healthz"): _get("anon", "/healthz", ()),
+    ("GET", "/readyz"): _get("anon", "/readyz", ()),
     ("GET", "/openapi.json"): _get("anon", "/openapi.json", ()),
     ("GET", "/docs"): _get("anon", "/docs", ()),
     ("GET", "/docs/oauth2-redirect"): _get("anon", "/docs/oauth2-redirect", ()),

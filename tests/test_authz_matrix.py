@@ -46,6 +46,7 @@ COLUMNS = (
 # Routes reachable without a login, each for a stated reason.
 PUBLIC = {
     ("GET", "/healthz"),  # liveness probe
+    ("GET", "/readyz"),  # readiness probe: component names and ok/unavailable only
     ("GET", "/login"),  # the login form
     ("POST", "/login"),  # guarded by a double-submit nonce and throttling
     ("GET", "/set-password"),  # the one-time link page

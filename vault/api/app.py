@@ -18,6 +18,8 @@ from vault.api.security import install_security
 from vault.clock import Clock
 from vault.core import open_vault
 from vault.errors import VaultError, http_status
+from vault.readiness import OK as READY
+from vault.readiness import check_readiness
 from vault.settings import Settings, load_settings
 from vault.settle import StudySettledHooks
 
@@ -65,6 +67,14 @@ def create_app(
     def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
+
+    @app.get("/readyz", tags=["service"])
+    def readyz(request: Request) -> JSONResponse:
+        """Readiness: the catalog, the object store and the key provider answer (503 if not)."""
+        checks = check_readiness(request.app.state.vault)
+        ready = all(outcome == READY for outcome in checks.values())
+        body = {"status": "ready" if ready else "unavailable", "checks": checks}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     return app
 
