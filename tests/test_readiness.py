@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,17 +85,25 @@ class TestReadiness:
         assert response.json()["checks"]["catalog"] == "unavailable"
         assert "refused" not in response.text  # the cause stays in the log
 
-    def test_a_dependency_that_hangs_is_unavailable_after_the_deadline(
+    def test_a_dependency_that_hangs_is_unavailable_and_not_asked_again_meanwhile(
         self, vault: Vault, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         release = threading.Event()
+        asked: list[int] = []
 
         def hang(_vault: Vault) -> None:
+            asked.append(1)
             release.wait(30)
 
         monkeypatch.setitem(readiness.CHECKS, "keys", hang)
+        probe = readiness.ReadinessProbe(vault, timeout=0.2)
         try:
-            checks = readiness.check_readiness(vault, timeout=0.2)
+            first, second = probe.check(), probe.check()
         finally:
             release.set()
-        assert checks == {"catalog": "ok", "store": "ok", "keys": "unavailable"}
+        assert first == second == {"catalog": "ok", "store": "ok", "keys": "unavailable"}
+        assert asked == [1]  # the hung check was not started a second time
+        deadline = time.monotonic() + 10
+        while probe.check()["keys"] != "ok":  # once it returns, it is asked again
+            assert time.monotonic() < deadline
+        assert asked == [1, 1]

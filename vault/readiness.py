@@ -18,8 +18,9 @@ goes to the operational log by the error's type only, never to the caller.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -62,15 +63,47 @@ def _run(name: str, check: Callable[[Vault], None], vault: Vault) -> str:
     return OK
 
 
+class ReadinessProbe:
+    """Runs the checks for one vault, each in a daemon thread of its own.
+
+    A check still running from an earlier probe (a dependency that hangs) is
+    not started again, and counts as unavailable until it returns: probes
+    every few seconds never pile up threads, nor hold up the process's exit.
+    """
+
+    def __init__(self, vault: Vault, *, timeout: float = 5.0) -> None:
+        self._vault = vault
+        self._timeout = timeout
+        self._running: dict[str, Future[str]] = {}
+        self._lock = threading.Lock()
+
+    def check(self) -> dict[str, str]:
+        """Each check's outcome; one still running after the deadline is unavailable."""
+        with self._lock:
+            for name, check in CHECKS.items():
+                running = self._running.get(name)
+                if running is None or running.done():
+                    self._running[name] = self._start(name, check)
+            futures = dict(self._running)
+        wait(futures.values(), timeout=self._timeout)
+        outcomes = {}
+        for name, future in futures.items():
+            if not future.done():
+                log.warning("readiness: %s unavailable: no answer in %.0f s", name, self._timeout)
+            outcomes[name] = future.result() if future.done() else UNAVAILABLE
+        return outcomes
+
+    def _start(self, name: str, check: Callable[[Vault], None]) -> Future[str]:
+        future: Future[str] = Future()
+
+        def run() -> None:
+            future.set_result(_run(name, check, self._vault))
+
+        thread = threading.Thread(target=run, name=f"dicom-vault-ready-{name}", daemon=True)
+        thread.start()
+        return future
+
+
 def check_readiness(vault: Vault, *, timeout: float = 5.0) -> dict[str, str]:
-    """Each check's outcome; one still running after ``timeout`` seconds is unavailable."""
-    pool = ThreadPoolExecutor(len(CHECKS), thread_name_prefix="dicom-vault-readiness")
-    futures = {name: pool.submit(_run, name, check, vault) for name, check in CHECKS.items()}
-    wait(futures.values(), timeout=timeout)
-    pool.shutdown(wait=False)  # a hung dependency keeps its thread, not the caller
-    outcomes = {}
-    for name, future in futures.items():
-        if not future.done():
-            log.warning("readiness: %s unavailable: no answer in %.0f s", name, timeout)
-        outcomes[name] = future.result() if future.done() else UNAVAILABLE
-    return outcomes
+    """One probe of ``vault`` (see :class:`ReadinessProbe`, which a server keeps)."""
+    return ReadinessProbe(vault, timeout=timeout).check()

@@ -19,7 +19,7 @@ from vault.clock import Clock
 from vault.core import open_vault
 from vault.errors import VaultError, http_status
 from vault.readiness import OK as READY
-from vault.readiness import check_readiness
+from vault.readiness import ReadinessProbe
 from vault.settings import Settings, load_settings
 from vault.settle import StudySettledHooks
 
@@ -71,12 +71,20 @@ def create_app(
     @app.get("/readyz", tags=["service"])
     def readyz(request: Request) -> JSONResponse:
         """Readiness: the catalog, the object store and the key provider answer (503 if not)."""
-        checks = check_readiness(request.app.state.vault)
+        checks = _probe(request.app).check()
         ready = all(outcome == READY for outcome in checks.values())
         body = {"status": "ready" if ready else "unavailable", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return app
+
+
+def _probe(app: FastAPI) -> ReadinessProbe:
+    """The app's readiness probe, made for its vault on first use."""
+    probe: ReadinessProbe | None = getattr(app.state, "readiness", None)
+    if probe is None:
+        probe = app.state.readiness = ReadinessProbe(app.state.vault)
+    return probe
 
 
 def create_app_from_environment() -> FastAPI:
