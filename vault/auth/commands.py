@@ -23,6 +23,7 @@ from vault.audit import AuditRecord, DetailValue
 from vault.auth.links import base_url, link_url
 from vault.auth.login import Authenticator
 from vault.auth.permissions import CaseAction, Principal, can_access_case
+from vault.catalog.accounts import User
 from vault.command_support import cli_settings
 from vault.core import Vault, open_vault
 from vault.errors import InvalidInput, VaultError
@@ -140,23 +141,7 @@ def create_token(
     days: Annotated[int | None, typer.Option(help="Lifetime in days.")] = None,
 ) -> None:
     """Create an API token (read:pseudonymised) for an engineer and print it once."""
-    vault, auth = _open()
-    try:
-        with vault.catalog.session() as session:
-            user = admin.user_by_email(session, email)
-            case_id = admin.case_by_reference(session, case).id if case else None
-            owner = Principal(user.id, user.organisation_id, user.role, "session")
-            action = CaseAction.READ_PSEUDONYMISED
-            if case_id and not can_access_case(owner, case_id, action, session=session):
-                raise InvalidInput("the engineer is not assigned to this case")
-            token, secret = auth.tokens.issue(session, user, name=name, case_id=case_id, days=days)
-            _record(vault, session, "token.create", "token", token.id)
-    except VaultError as exc:
-        raise _fail(exc) from exc
-    finally:
-        vault.close()
-    typer.echo(f"token {token.id} expires {token.expires_at.date()}; shown only now:")
-    typer.echo(secret)
+    _issue_token(email, scope="read:pseudonymised", name=name, days=days, case_ref=case)
 
 
 @admin_app.command("metrics-token")
@@ -172,18 +157,37 @@ def metrics_token(
 ) -> None:
     """Create a token for a Prometheus scraper (GET /metrics only) owned by the
     administrator EMAIL, and print it once. Revoke it with revoke-token."""
+    _issue_token(email, scope="metrics", name=name, days=days)
+
+
+def _issue_token(
+    email: str, *, scope: str, name: str, days: int | None, case_ref: str | None = None
+) -> None:
+    """Issue a ``scope`` token to ``email`` (limited to ``case_ref``), record it, print it once."""
     vault, auth = _open()
     try:
         with vault.catalog.session() as session:
             user = admin.user_by_email(session, email)
-            token, secret = auth.tokens.issue(session, user, name=name, scope="metrics", days=days)
-            _record(vault, session, "token.create", "token", token.id, {"scope": token.scope})
+            case_id = _token_case(session, user, case_ref) if case_ref else None
+            token, secret = auth.tokens.issue(
+                session, user, name=name, scope=scope, case_id=case_id, days=days
+            )
+            _record(vault, session, "token.create", "token", token.id, {"scope": scope})
     except VaultError as exc:
         raise _fail(exc) from exc
     finally:
         vault.close()
-    typer.echo(f"token {token.id} (metrics) expires {token.expires_at.date()}; shown only now:")
+    typer.echo(f"token {token.id} ({scope}) expires {token.expires_at.date()}; shown only now:")
     typer.echo(secret)
+
+
+def _token_case(session: Session, user: User, case_ref: str) -> str:
+    """The id of case ``case_ref``, which ``user`` must be assigned to."""
+    case_id = admin.case_by_reference(session, case_ref).id
+    owner = Principal(user.id, user.organisation_id, user.role, "session")
+    if not can_access_case(owner, case_id, CaseAction.READ_PSEUDONYMISED, session=session):
+        raise InvalidInput("the engineer is not assigned to this case")
+    return case_id
 
 
 @admin_app.command("revoke-token")
