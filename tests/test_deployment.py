@@ -8,11 +8,13 @@
   streams an upload without writing it to nginx's own temporary files: the
   body is held half-sent while nginx's body directory is looked at, then
   finished and stored; the access log names the caller's address, not the
-  proxy's.
+  proxy's. A 20 MB archive downloaded by a slow reader waits in the vault,
+  not in nginx's files.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shlex
@@ -22,7 +24,9 @@ import ssl
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +34,10 @@ import psutil
 import pytest
 
 from dicom_ingest.synthetic import encode, make_ct_series
+from tests.engineer_support import assign, engineer_world, ingest, pseudonymise, serving
 from tests.services._require import missing_service
 from tests.services.dicom_peers import TlsMaterial, free_port, stop_process, tls_material
+from tests.services.vault_env import make_case
 from tests.services.vault_server import clinician_session, wait_until_healthy
 from vault.auth.sessions import csrf_token
 from vault.core import open_vault
@@ -139,7 +145,7 @@ class TestSystemdUnits:
 @dataclass
 class Proxy:
     port: int
-    body_temp: Path
+    root: Path  # nginx's temporary directories are below
     upstream: int
     pid: int
 
@@ -195,27 +201,31 @@ http {{
 """
 
 
-@pytest.fixture
-def proxy(tmp_path: Path, tls_material: TlsMaterial) -> Iterator[Proxy]:
-    nginx = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
+@contextmanager
+def _nginx(root: Path, tls: TlsMaterial, upstream: int) -> Iterator[Proxy]:
+    """The shipped site in front of ``upstream``, on a free port, its files under ``root``."""
+    nginx = shutil.which("nginx", path=f"/usr/sbin:{os.environ.get('PATH', '')}")
     if nginx is None:
         missing_service("nginx", "Debian's nginx is not installed (infra/install-system-deps.sh)")
-    root = tmp_path / "nginx"
     root.mkdir()
-    https, http, upstream = free_port(), free_port(), free_port()
+    https, http = free_port(), free_port()
     site = root / "site.conf"
-    site.write_text(_site(tls_material, root, https, http, upstream))
+    site.write_text(_site(tls, root, https, http, upstream))
     conf = root / "nginx.conf"
     conf.write_text(_nginx_conf(root, site))
     checked = subprocess.run([nginx, "-t", "-c", str(conf)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
     process = subprocess.Popen([nginx, "-c", str(conf)], stderr=subprocess.DEVNULL)
     try:
-        yield Proxy(https, root / "client_body", upstream, process.pid)
+        yield Proxy(https, root, upstream, process.pid)
     finally:
         stop_process(process)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, tls_material: TlsMaterial) -> Iterator[Proxy]:
+    with _nginx(tmp_path / "nginx", tls_material, free_port()) as started:
+        yield started
 
 
 @dataclass
@@ -245,12 +255,19 @@ def vault_behind(proxy: Proxy, tmp_path: Path) -> Iterator[Served]:
 CLIENT = "127.0.0.2"  # the clinician's address; nginx reaches the vault from 127.0.0.1
 
 
-def _tls(port: int) -> ssl.SSLSocket:
+def _tls(port: int, *, receive_buffer: int | None = None) -> ssl.SSLSocket:
+    """A TLS connection to nginx from the clinician's address (a small receive
+    buffer makes a slow reader: the kernel holds little of what is sent)."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.set_alpn_protocols(["http/1.1"])
-    raw = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(CLIENT, 0))
+    raw = socket.socket()
+    raw.settimeout(30)
+    if receive_buffer is not None:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    raw.bind((CLIENT, 0))
+    raw.connect(("127.0.0.1", port))
     return context.wrap_socket(raw)
 
 
@@ -301,7 +318,7 @@ class TestNginxInFront:
         with _tls(proxy.port) as connection:
             connection.sendall(head.encode() + data[: len(data) * 3 // 4])
             time.sleep(1.0)  # nginx has had time to put what it holds somewhere
-            held = _files_open_under(proxy.pid, proxy.body_temp)
+            held = _files_open_under(proxy.pid, proxy.root / "client_body")
             connection.sendall(data[len(data) * 3 // 4 :])
             status, answer = _response(connection)
         assert held == []  # nothing of the body in nginx's files
@@ -314,3 +331,33 @@ class TestNginxInFront:
         finally:
             vault.close()
         assert [e.remote for e in created] == [CLIENT]
+
+    def test_a_download_waits_for_a_slow_reader_without_touching_nginxs_disk(
+        self, tmp_path: Path, tls_material: TlsMaterial
+    ) -> None:
+        with engineer_world(tmp_path / "data", "PX") as world:
+            case = make_case(world.vault, "PX-BIG")
+            assign(world.vault, case.case_id, world.engineer)
+            slices = list(make_ct_series(40, rows=512, columns=512, seed=9))
+            study = pseudonymise(world.vault, ingest(case, slices))
+            with serving(world.vault) as url:
+                upstream = int(url.rsplit(":", 1)[1])
+                with _nginx(tmp_path / "nginx", tls_material, upstream) as proxy:
+                    path = f"/api/engineer/studies/{study}/archive"
+                    headers = {"Authorization": f"Bearer {world.token}"}
+                    head = _head("GET", path, headers, 0)
+                    with _tls(proxy.port, receive_buffer=8192) as connection:
+                        connection.sendall(head.encode())
+                        received = connection.recv(65536)
+                        time.sleep(1.0)  # the vault sends faster than this reader reads
+                        held = _files_open_under(proxy.pid, proxy.root / "proxy")
+                        while chunk := connection.recv(1 << 20):
+                            received += chunk
+        assert held == []  # nothing of the archive in nginx's files
+        head_part, _, body = received.partition(b"\r\n\r\n")
+        assert head_part.split()[1] == b"200", head_part
+        length = re.search(rb"content-length: (\d+)", head_part, re.I)
+        assert length and len(body) == int(length.group(1)) > 16 * 1024 * 1024
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            assert archive.testzip() is None
+            assert len([n for n in archive.namelist() if n.endswith(".dcm")]) == 40
