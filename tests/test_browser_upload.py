@@ -314,6 +314,29 @@ def _wait_for(page: object, done: Callable[[], bool], seconds: float = 30.0) -> 
         page.wait_for_timeout(50)  # type: ignore[attr-defined]
 
 
+def _lose_a_file(page: object, disc: Path) -> tuple[Path, Path, bytes]:
+    """Pick a folder of two slices while offline, take the second off the disk,
+    come back online; once the first arrived and the second was given up:
+    (kept, gone, the gone file's bytes)."""
+    write_series(disc, make_ct_series(2, seed=11))
+    kept, gone = sorted(disc.iterdir())
+    lost = gone.read_bytes()
+    attempts: list[str] = []
+
+    def offline(route: object) -> None:
+        attempts.append(route.request.method)  # type: ignore[attr-defined]
+        route.abort("internetdisconnected")  # type: ignore[attr-defined]
+
+    page.route("**/api/uploads/*/files**", offline)  # type: ignore[attr-defined]
+    page.set_input_files("#pick-folder", str(disc))  # type: ignore[attr-defined]
+    _wait_for(page, lambda: len(attempts) >= 2)  # both files tried while offline
+    gone.unlink()  # the disc is taken out
+    page.unroute("**/api/uploads/*/files**")  # type: ignore[attr-defined]
+    page.wait_for_selector("#file-rows tr[data-state=stored]", timeout=30_000)  # type: ignore[attr-defined]
+    page.wait_for_selector("#file-rows tr[data-state=failed]", timeout=30_000)  # type: ignore[attr-defined]
+    return kept, gone, lost
+
+
 # Builds fake directory entries (fault injection: a file and a folder that
 # cannot be read) and walks them with the page's own drop code.
 WALK_FAULTY_DROP = """async () => {
@@ -383,23 +406,9 @@ class TestUploadPageWhenThingsGoWrong:
     def test_a_file_that_can_no_longer_be_read_is_reported_and_the_others_arrive(
         self, world: World, browser: object, tmp_path: Path
     ) -> None:
-        disc = tmp_path / "disc"
-        write_series(disc, make_ct_series(2, seed=11))
-        kept, gone = sorted(disc.iterdir())
         page = _open_upload_page(browser, world)
-        attempts: list[str] = []
-
-        def offline(route: object) -> None:
-            attempts.append(route.request.method)  # type: ignore[attr-defined]
-            route.abort("internetdisconnected")  # type: ignore[attr-defined]
-
-        page.route("**/api/uploads/*/files**", offline)  # type: ignore[attr-defined]
-        page.set_input_files("#pick-folder", str(disc))  # type: ignore[attr-defined]
-        _wait_for(page, lambda: len(attempts) >= 2)  # both files tried while offline
-        gone.unlink()  # the disc is taken out
-        page.unroute("**/api/uploads/*/files**")  # type: ignore[attr-defined]
-        page.wait_for_selector("#file-rows tr[data-state=stored]", timeout=30_000)  # type: ignore[attr-defined]
-        row = page.wait_for_selector("#file-rows tr[data-state=failed]", timeout=30_000)  # type: ignore[attr-defined]
+        kept, gone, _ = _lose_a_file(page, tmp_path / "disc")
+        row = page.wait_for_selector("#file-rows tr[data-state=failed]")  # type: ignore[attr-defined]
         _shot(page, "7-unreadable-file")
 
         assert gone.name in row.inner_text()
@@ -431,3 +440,24 @@ class TestUploadPageWhenThingsGoWrong:
             ["CD/SUB", None, True],
             ["loose.zip", "loose.zip", False],
         ]
+
+    def test_a_file_not_sent_is_sent_when_chosen_again_and_the_warning_goes(
+        self, world: World, browser: object, tmp_path: Path
+    ) -> None:
+        page = _open_upload_page(browser, world)
+        disc = tmp_path / "disc"
+        _, gone, lost = _lose_a_file(page, disc)
+        page.wait_for_selector("#warnings li[data-code=not-sent]")  # type: ignore[attr-defined]
+        gone.write_bytes(lost)  # the disc is back
+        page.set_input_files("#pick-folder", str(disc))  # type: ignore[attr-defined]
+        _wait_for(page, lambda: page.locator("#file-rows tr[data-state=stored]").count() == 2)  # type: ignore[attr-defined]
+
+        assert page.locator("#file-rows tr").count() == 2  # type: ignore[attr-defined]
+        assert page.is_hidden("#refused-panel")  # type: ignore[attr-defined]
+        page.wait_for_selector("#warnings li[data-code=not-sent]", state="detached")  # type: ignore[attr-defined]
+        assert stored_counts(world) == (2, 0)  # the slice that had arrived was not sent again
+        asked: list[str] = []
+        page.on("dialog", lambda dialog: asked.append(dialog.message))  # type: ignore[attr-defined]
+        page.click("#complete")  # type: ignore[attr-defined]
+        page.wait_for_selector("#uploader[data-upload-state=complete]", state="attached")  # type: ignore[attr-defined]
+        assert asked == []  # nothing left unsent: no question

@@ -125,6 +125,14 @@ export function listRefusal(job) {
     name.textContent = job.path + inside;
     item.append(name, `: ${entry.detail || entry.error || "not accepted"}`);
     $("refused-list").appendChild(item);
+    (job.listed = job.listed || []).push(item);
   }
   $("refused-panel").hidden = false;
+}
+
+// Take a file that was not sent off the page (it is being sent again).
+export function dropRow(job) {
+  job.row.remove();
+  for (const item of job.listed || []) item.remove();
+  $("refused-panel").hidden = !$("refused-list").children.length;
 }

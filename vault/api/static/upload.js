@@ -6,7 +6,7 @@
 "use strict";
 
 import { fromDrop, fromInput, kindOf } from "./upload-files.js";
-import { FINISHED, Speed, addRow, listRefusal, renderProgress } from "./upload-progress.js";
+import { FINISHED, Speed, addRow, dropRow, listRefusal, renderProgress } from "./upload-progress.js";
 import { Memory, fingerprint } from "./upload-store.js";
 import { renderSummary } from "./upload-summary.js";
 import { TusError, TusUpload, errorOf, send } from "./upload-tus.js";
@@ -126,6 +126,7 @@ async function addFiles(found) {
     const print = await fingerprint(path, file);
     if (seen.has(print)) continue;
     seen.add(print);
+    forgetNotSent(path);
     const job = { path, file, print, kind: kindOf(path, file), state: "queued", done: 0, detail: "", retrying: false };
     jobs.push(job);
     addRow(job);
@@ -140,6 +141,17 @@ async function addFiles(found) {
   pump();
   if (!inFlight && !queue.length) drained();
   scheduleRender();
+}
+
+// A file chosen again after it was not sent replaces its "not sent" row
+// (by its path: a file put back on disk has a new modification time).
+function forgetNotSent(path) {
+  for (let i = jobs.length - 1; i >= 0; i -= 1) {
+    if (jobs[i].path === path && jobs[i].state === "failed") {
+      dropRow(jobs[i]);
+      jobs.splice(i, 1);
+    }
+  }
 }
 
 function pump() {
