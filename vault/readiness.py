@@ -102,8 +102,3 @@ class ReadinessProbe:
         thread = threading.Thread(target=run, name=f"dicom-vault-ready-{name}", daemon=True)
         thread.start()
         return future
-
-
-def check_readiness(vault: Vault, *, timeout: float = 5.0) -> dict[str, str]:
-    """One probe of ``vault`` (see :class:`ReadinessProbe`, which a server keeps)."""
-    return ReadinessProbe(vault, timeout=timeout).check()
