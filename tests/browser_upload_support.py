@@ -10,7 +10,6 @@ with its DICOMDIR. :func:`stored_counts` reads what the server stored.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pydicom.fileset import FileSet
 from sqlalchemy import func, select
 
 from dicom_ingest.synthetic import encode, make_ct_series, make_mr_series, write_series
+from tests.services.vault_env import without_vault_settings
 from vault.admin import create_case, create_user, get_or_create_organisation
 from vault.auth import totp
 from vault.auth.login import Authenticator
@@ -62,7 +62,7 @@ class Server:
         )
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DICOM_VAULT_")}
+        env = without_vault_settings()
         env.update(
             DICOM_VAULT_DATA_DIR=str(self.data_dir),
             DICOM_VAULT_AUTH__COOKIE_SECURE="false",

@@ -37,7 +37,7 @@ from dicom_ingest.synthetic import encode, make_ct_series
 from tests.engineer_support import assign, engineer_world, ingest, pseudonymise, serving
 from tests.services._require import missing_service
 from tests.services.dicom_peers import TlsMaterial, free_port, stop_process, tls_material
-from tests.services.vault_env import make_case
+from tests.services.vault_env import make_case, without_vault_settings
 from tests.services.vault_server import clinician_session, wait_until_healthy
 from vault.auth.sessions import csrf_token
 from vault.core import open_vault
@@ -51,11 +51,8 @@ CLI = Path(sys.executable).with_name("dicom-vault")
 INSTALLED_CLI = "/opt/dicom-vault/venv/bin/dicom-vault"
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("DICOM_VAULT_"):
-            monkeypatch.delenv(name)
+# No setting of the environment running the tests leaks into these.
+pytestmark = pytest.mark.usefixtures("no_vault_settings")
 
 
 class TestExampleConfigurations:
@@ -240,7 +237,7 @@ class Served:
 def vault_behind(proxy: Proxy, tmp_path: Path) -> Iterator[Served]:
     data = tmp_path / "data"
     name, cookie, case_id = clinician_session(data, "Proxy Hospital", "PROXY-1")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOM_VAULT_")}
+    env = without_vault_settings()
     env |= {"DICOM_VAULT_DATA_DIR": str(data), "DICOM_VAULT_AUTH__COOKIE_SECURE": "false"}
     argv = [str(CLI), "serve", "--no-scp", "--host", "127.0.0.1", "--port", str(proxy.upstream)]
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -9,7 +9,6 @@ problems are named, setting by setting, without their values.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from tests.services.vault_env import without_vault_settings
 from vault.settings import InvalidSettings, Section, Settings, load_settings
 
 CLI = Path(sys.executable).with_name("dicom-vault")
@@ -48,11 +48,8 @@ browser_stall_seconds = 45
 """
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("DICOM_VAULT_"):
-            monkeypatch.delenv(name)
+# No setting of the environment running the tests leaks into these.
+pytestmark = pytest.mark.usefixtures("no_vault_settings")
 
 
 def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
@@ -171,7 +168,7 @@ class TestTheCommandSaysWhatIsWrong:
         config.write_text(
             f'[scp]\ntls_certificate = "/etc/x.pem"\n[keys.pkcs11]\nuser_pn = "{SECRET}"\n'
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DICOM_VAULT_")}
+        env = without_vault_settings()
         env |= {"DICOM_VAULT_CONFIG": str(config), "DICOM_VAULT_DATA_DIR": str(tmp_path / "var")}
         done = subprocess.run(
             [str(CLI), "list"], env=env, capture_output=True, text=True, timeout=120

@@ -9,6 +9,7 @@ for tests whose subject does not depend on the deployment.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,3 +85,16 @@ def case(vault: Vault) -> CaseContext:
 @pytest.fixture
 def embedded_case(embedded_vault: Vault) -> CaseContext:
     return make_case(embedded_vault)
+
+
+def without_vault_settings() -> dict[str, str]:
+    """This process's environment without any ``DICOM_VAULT_`` setting, for a child process."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DICOM_VAULT_")}
+
+
+@pytest.fixture
+def no_vault_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every ``DICOM_VAULT_`` setting from this process's environment for a test."""
+    for name in list(os.environ):
+        if name.startswith("DICOM_VAULT_"):
+            monkeypatch.delenv(name)
