@@ -7,11 +7,18 @@ upload if its declared length keeps within ``limits.max_file_bytes`` (ZIP
 archives are limited by their entries instead) and the upload's declared
 total within ``limits.max_upload_bytes``. :func:`admit_whole` answers the
 same in one read statement, for the common request that brings a whole file.
+
+The upload's declared total is a running figure on its row
+(``uploads.declared_bytes``): :func:`declare` is written in the transaction
+that adds a file's row, and withdrawn files are taken off it, so admission
+reads one row however many files the upload already has. Admission is a read
+before the write, as before: files admitted at the same moment may together
+pass the upload limit by at most one file each.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import Update, select, update
 from sqlalchemy.orm import Session
 
 from dicom_ingest.pipeline import IngestOrigin
@@ -21,7 +28,7 @@ from vault.auth.permissions import (
     can_access_case,
     case_ids_within_reach,
 )
-from vault.catalog.uploads import Upload, UploadFile
+from vault.catalog.uploads import Upload
 from vault.core import Vault
 from vault.errors import NotFound, TooLarge, UploadClosed
 
@@ -80,13 +87,15 @@ def admit(
     """
     _check_file_size(vault, length, kind)
     upload = open_upload(session, principal, upload_id)
-    declared = session.scalar(
-        select(func.coalesce(func.sum(UploadFile.length), 0)).where(
-            UploadFile.upload_id == upload_id
-        )
-    )
-    _check_upload_size(vault, int(declared or 0), length)
+    _check_upload_size(vault, upload.declared_bytes, length)
     return upload
+
+
+def declare(upload_id: str, change: int) -> Update:
+    """The statement that adds ``change`` bytes (negative: takes them off) to the upload's total."""
+    uploads = Upload.__table__
+    total = uploads.c.declared_bytes
+    return update(uploads).where(uploads.c.id == upload_id).values(declared_bytes=total + change)
 
 
 def admit_whole(
@@ -99,12 +108,9 @@ def admit_whole(
 ) -> IngestOrigin:
     """:func:`admit` in one read statement; the origin of the new file's instances."""
     _check_file_size(vault, length, kind)
-    uploads, files = Upload.__table__, UploadFile.__table__
-    declared = select(func.coalesce(func.sum(files.c.length), 0)).where(
-        files.c.upload_id == uploads.c.id
-    )
+    uploads = Upload.__table__
     columns = (uploads.c.state, uploads.c.organisation_id, uploads.c.case_id)
-    query = select(*columns, declared.scalar_subquery()).where(
+    query = select(*columns, uploads.c.declared_bytes).where(
         uploads.c.id == upload_id,
         uploads.c.user_id == principal.user_id,
         uploads.c.case_id.in_(case_ids_within_reach(principal, CaseAction.UPLOAD)),

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
+from dicom_ingest._upload_admission import declare
 from dicom_ingest._upload_spool import drop_held
 from dicom_ingest._upload_status import upload_status
 from vault.audit import AuditRecord
@@ -45,11 +46,16 @@ def discard_files(vault: Vault, file_ids: list[str]) -> int:
     drop_held(vault, file_ids)
     if not file_ids:
         return 0
+    withdrawn = (
+        delete(UploadFile)
+        .where(UploadFile.id.in_(file_ids), UploadFile.state == "receiving")
+        .returning(UploadFile.upload_id, UploadFile.length)
+    )
     with vault.catalog.session() as session:
-        gone = session.execute(
-            delete(UploadFile).where(UploadFile.id.in_(file_ids), UploadFile.state == "receiving")
-        )
-        return int(gone.rowcount or 0)  # type: ignore[attr-defined]
+        gone = session.execute(withdrawn).all()
+        for upload_id, length in gone:
+            session.execute(declare(upload_id, -length))
+        return len(gone)
 
 
 def complete_upload(

@@ -32,6 +32,7 @@ from typing import BinaryIO
 from sqlalchemy import Connection, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from dicom_ingest._upload_admission import declare
 from dicom_ingest._upload_spool import (
     HeldPart,
     HeldView,
@@ -263,6 +264,7 @@ class Receiver:
             row = {"id": target.file_id, "upload_id": target.upload_id, "kind": target.kind}
             row |= {"length": target.length, "created_at": now}
             connection.execute(insert(files).values(**row, **values))
+            connection.execute(declare(target.upload_id, target.length))
         else:
             finished = connection.execute(
                 update(files)

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from dicom_ingest._upload_admission import (
     admit,
     admit_whole,
+    declare,
     find_upload,
     open_upload,
     origin_of,
@@ -227,6 +228,7 @@ class Uploads:
             )
             session.add(row)
             upload.updated_at = now
+            session.execute(declare(upload_id, length))
             session.flush()
             return row, origin_of(principal, upload, remote)
 

@@ -52,6 +52,14 @@ def uploader(world: UploadWorld) -> Uploader:
     return world.uploader()
 
 
+@pytest.fixture(params=[None, pytest.param("postgres", marks=pytest.mark.postgres)])
+def on_each_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UploadWorld]:
+    """An upload world on SQLite, then on PostgreSQL (for the upload limit's running total)."""
+    url = request.getfixturevalue("postgres_url") if request.param else None
+    with upload_world(tmp_path / "data", url) as made:
+        yield made
+
+
 def marked(marker: str, seed: int = 0, **kwargs: object) -> Dataset:
     ds = next(make_ct_series(1, rows=32, columns=32, seed=seed, **kwargs))  # type: ignore[arg-type]
     ds.ImageComments = marker
@@ -278,6 +286,43 @@ def test_an_upload_above_the_per_upload_limit_is_refused(
     assert stored_counts(world.vault) == before
     other = uploader.new_upload(world.case_id)
     assert_still_serves(uploader, other)
+
+
+def test_a_withdrawn_file_no_longer_counts_towards_the_upload_limit(
+    on_each_catalog: UploadWorld,
+) -> None:
+    world = on_each_catalog
+    uploader = world.uploader()
+    data = slice_bytes()
+    world.vault.settings.limits.max_upload_bytes = 2 * len(data) + 10
+    upload = uploader.new_upload(world.case_id)
+    assert uploader.send(upload, data).status_code == 201
+    waiting = uploader.create(upload, len(data))
+    assert waiting.status_code == 201
+    assert uploader.create(upload, len(data)).status_code == 413
+    withdrawn = uploader.client.delete(waiting.headers["location"], headers=uploader.tus())
+    assert withdrawn.status_code == 204
+    again = uploader.send(upload, slice_bytes(seed=3))
+    assert again.status_code == 201, again.text
+    assert uploader.create(upload, len(data)).status_code == 413
+
+
+def test_the_upload_limit_counts_every_file_sent_whole_or_resumable(
+    on_each_catalog: UploadWorld,
+) -> None:
+    world = on_each_catalog
+    uploader = world.uploader()
+    sizes = [len(slice_bytes(seed=seed)) for seed in range(4)]
+    world.vault.settings.limits.max_upload_bytes = sum(sizes) + 10
+    upload = uploader.new_upload(world.case_id)
+    assert uploader.send(upload, slice_bytes(seed=0)).status_code == 201
+    assert uploader.create(upload, sizes[1]).status_code == 201
+    assert uploader.send_in_chunks(upload, slice_bytes(seed=2), 1000).status_code == 204
+    assert uploader.send(upload, slice_bytes(seed=3)).status_code == 201
+    response = uploader.create(upload, 11)
+    assert response.status_code == 413
+    assert response.json()["error"] == "too-large"
+    assert uploader.create(upload, 10).status_code == 201
 
 
 def test_a_zip_expanding_over_the_total_size_limit_is_refused(

@@ -224,9 +224,13 @@ def make_app(settings: Settings, settled: list[str]) -> FastAPI:
 
 
 @contextmanager
-def upload_world(data_dir: Path) -> Iterator[UploadWorld]:
+def upload_world(data_dir: Path, catalog_url: str | None = None) -> Iterator[UploadWorld]:
+    """The upload app on the embedded catalog, or on the catalog at ``catalog_url``."""
     settled: list[str] = []
-    app = make_app(upload_settings(data_dir), settled)
+    settings = upload_settings(data_dir)
+    if catalog_url:
+        settings.catalog.url = catalog_url
+    app = make_app(settings, settled)
     with TestClient(app, base_url=BASE_URL) as client:
         auth = AuthWorld(client, app.state.vault.clock)
         clinician = auth.add_user("clin@a.example", "clinician", "Hospital A")

@@ -51,6 +51,9 @@ class Upload(Base):
     user_id: Mapped[str] = mapped_column(String(32), index=True)
     actor: Mapped[str] = mapped_column(String(80))
     state: Mapped[str] = mapped_column(String(20), default="open")
+    # The declared lengths of its files, kept as they join or are withdrawn, so
+    # that admitting a file costs one row read however many files came before.
+    declared_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
