@@ -111,12 +111,18 @@ def _check_meta(header: InstanceHeader, sop_class: str, sop_instance: str) -> No
         raise CorruptHeader("the file meta SOP Instance UID does not match the data set")
 
 
+def _uid_name(value: str) -> str:
+    """A UID's registered name, the UID itself, or "unknown": never other text from the file."""
+    uid = UID(value)
+    return uid.name if uid.is_valid else "unknown"
+
+
 def _check_policy(policy: ValidationPolicy, header: InstanceHeader, sop_class: str) -> None:
     if sop_class not in policy.sop_classes:
-        name = UID(sop_class).name if UID(sop_class).is_valid else "unknown"
+        name = _uid_name(sop_class)
         raise SopClassRefused(f"this kind of object ({name}) is not accepted for implant design")
     if header.transfer_syntax_uid not in policy.transfer_syntaxes:
-        name = UID(header.transfer_syntax_uid).name
+        name = _uid_name(header.transfer_syntax_uid)
         raise TransferSyntaxRefused(f"the encoding ({name}) is not accepted")
     if policy.require_pixels and header.pixels is None:
         raise MissingAttribute("the image has no pixel data")

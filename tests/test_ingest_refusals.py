@@ -144,6 +144,17 @@ class TestRefusalMessages:
         assert "Zyxwvut" not in str(caught.value)
         assert str(ds.SOPInstanceUID) not in str(caught.value)
 
+    def test_a_transfer_syntax_that_is_not_a_uid_is_not_quoted(
+        self, embedded_case: CaseContext
+    ) -> None:
+        marker = b"Zyxwvut^Quorra 1961abc"  # as long as the UID it replaces
+        data = with_transfer_syntax(JPEGBaseline8Bit).replace(JPEGBaseline8Bit.encode(), marker, 1)
+        with pytest.raises(TransferSyntaxRefused) as caught:
+            embedded_case.pipeline.ingest(io.BytesIO(data), embedded_case.origin)
+        assert "Zyxwvut" not in str(caught.value)
+        assert str(caught.value) == "the encoding (unknown) is not accepted"
+        assert stored_counts(embedded_case) == (0, 0, 0, 0)
+
 
 class TestLimits:
     def test_file_over_the_size_limit_is_refused(self, embedded_case: CaseContext) -> None:

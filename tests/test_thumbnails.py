@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.datadict import tag_for_keyword
 
 from dicom_ingest.synthetic import encode, make_ct_series
 from vault.thumbnails import ThumbnailUnavailable, render_thumbnail
@@ -74,3 +75,18 @@ def test_an_object_above_the_memory_limit_is_not_read() -> None:
     slice_ = next(iter(make_ct_series(1, rows=64, columns=64)))
     with pytest.raises(ThumbnailUnavailable, match="too large"):
         render_thumbnail(io.BytesIO(encode(slice_)), max_bytes=1024)
+
+
+@pytest.mark.parametrize("keyword", ["NumberOfFrames", "RescaleSlope", "RescaleIntercept"])
+def test_a_header_number_that_is_not_a_number_is_refused_without_quoting_it(
+    keyword: str,
+) -> None:
+    slice_ = next(iter(make_ct_series(1, rows=64, columns=64)))
+    marker = f"PHIMARK-{keyword}"
+    # written as text (LO), as a damaged file would carry it
+    slice_.add_new(tag_for_keyword(keyword), "LO", marker)
+    data = encode(slice_)
+    assert marker.encode() in data
+    with pytest.raises(ThumbnailUnavailable, match="header cannot be used") as refused:
+        render_thumbnail(io.BytesIO(data))
+    assert marker not in str(refused.value)

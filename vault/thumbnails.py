@@ -45,7 +45,12 @@ def render_thumbnail(
     data = source.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise ThumbnailUnavailable("the image is too large to preview")
-    frame = _frame(_dataset(data))
+    dataset = _dataset(data)
+    try:
+        frame = _frame(dataset)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        # A header value that is not the number it should be; its text stays in here.
+        raise ThumbnailUnavailable("the image's header cannot be used for a preview") from exc
     return _png(_to_8bit(frame), size)
 
 
