@@ -119,7 +119,7 @@ class TestServe:
             [str(CLI), "serve", "--port", str(port), "--no-scp"],
             env=env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
         )
         try:
@@ -137,9 +137,13 @@ class TestServe:
             assert catalog.stat().st_mode & 0o077 == 0
         finally:
             server.terminate()
-            said, _ = server.communicate(timeout=30)
+            said, logged = server.communicate(timeout=30)
         # no broker: the retention promises are kept by this process itself
         assert "daily jobs (expiry, access-log purge, backup) in this process at 03:00 UTC" in said
+        # uvicorn logs through the vault's handler (redaction, withheld messages),
+        # and no line per request: the access log records accesses
+        assert f" INFO uvicorn.error: Uvicorn running on http://127.0.0.1:{port}" in logged
+        assert "/healthz" not in said + logged
 
 
 class TestDeidentificationFromTheCli:

@@ -586,11 +586,14 @@ class TestCommandLine:
                 DICOM_VAULT_CELERY__BROKER_URL=redis_url,
                 DICOM_VAULT_CELERY__QUEUE=celery.queue,
             )
-            with worker_process(env, stderr=subprocess.PIPE) as process:
+            with worker_process(env, stderr=subprocess.PIPE, loglevel="INFO") as process:
                 settle_with(create_celery_app(settings, vault=vault), vault, study_id)
                 state = wait_for_final_state(vault, study_id)
                 assert process.poll() is None
             assert (state, copy_of(vault, study_id)[0].instance_count) == ("done", 5)
+            # Celery logs through the vault's handler (redaction, withheld messages)
+            logged = process.stderr.read().decode() if process.stderr else ""
+            assert " INFO celery.apps.worker: celery@" in logged
         finally:
             vault.close()
 

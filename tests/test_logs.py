@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -56,3 +57,35 @@ class TestConfigureLogging:
         err = capsys.readouterr().err
         assert "expired 2 studies" not in err
         assert err.count("the store is gone") == 1
+
+    def test_a_traceback_keeps_its_frames_and_types_but_never_an_exceptions_message(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        configure_logging("info")
+        marker = f"DOE^JANE-{secrets.token_hex(6)}"  # source lines show the name, not this
+
+        def read_frames(value: str) -> int:
+            return int(value)  # ValueError: invalid literal for int() with base 10: '...'
+
+        try:
+            try:
+                read_frames(marker)
+            except ValueError as exc:
+                raise RuntimeError(f"thumbnail of {exc}") from exc
+        except RuntimeError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        err = capsys.readouterr().err
+        assert marker not in err and marker[9:] not in err, err
+        assert " ERROR uvicorn.error: Exception in ASGI application" in err
+        assert "in read_frames" in err  # the frame where it happened
+        assert "builtins.ValueError (message withheld: it may quote data)" in err
+        assert "The above exception was the direct cause of the following exception" in err
+        assert "builtins.RuntimeError (message withheld" in err
+
+    def test_uvicorns_server_messages_use_the_vaults_format(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        configure_logging("info")
+        logging.getLogger("uvicorn.error").info("Uvicorn running on %s", "http://127.0.0.1:8000")
+        err = capsys.readouterr().err
+        assert " INFO uvicorn.error: Uvicorn running on http://127.0.0.1:8000" in err

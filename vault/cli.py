@@ -7,6 +7,7 @@ records what it did in the access log as actor ``cli``.
 
 from __future__ import annotations
 
+import logging
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -100,7 +101,12 @@ def serve(
             workers=workers,
             host=host or settings.api.host,
             port=port or settings.api.port,
-            log_level="info",
+            # The vault's log handler, not uvicorn's: records pass its redaction,
+            # and tracebacks lose their messages. Who accessed what is the
+            # access log's business, so uvicorn's line per request is off.
+            log_config=None,
+            access_log=False,
+            log_level=settings.log_level,
         )
     finally:
         if daily is not None:
@@ -384,6 +390,20 @@ def export(
     typer.echo(f"{count} instances written to {out}")
 
 
+def _log_worker_through_the_vault(level: str, *, celery_level: str) -> None:
+    """Let the worker log through :func:`configure_logging`, not Celery's own handlers.
+
+    Celery sets up no logging of its own once ``setup_logging`` has a receiver.
+    """
+    from celery.signals import setup_logging
+
+    def set_up(**_: object) -> None:
+        configure_logging(level)
+        logging.getLogger("celery").setLevel(celery_level.upper())
+
+    setup_logging.connect(set_up, weak=False)
+
+
 @app.command()
 def worker(
     concurrency: Annotated[
@@ -405,6 +425,7 @@ def worker(
         typer.echo("error: no broker (celery.broker_url): tasks run in-process", err=True)
         raise typer.Exit(code=2)
     app_ = create_celery_app(settings)
+    _log_worker_through_the_vault(settings.log_level, celery_level=loglevel)
     app_.worker_main(
         [
             "worker",

@@ -4,9 +4,12 @@
 forward`` call :func:`configure_logging` once at start. It sends records to
 stderr (the journal, under systemd) as ``time level logger: message``: the
 vault's own loggers (``vault``, ``dicom_ingest``, ``deidentify``,
-``crypto``) at ``log_level`` (default ``info``), everything else, pynetdicom
-included, at ``warning``. Every record passes :class:`RedactValues` on its
-way out, so a quoted value is never printed, whichever library logged it.
+``crypto``) and uvicorn's server messages at ``log_level`` (default
+``info``), everything else, pynetdicom included, at ``warning``. Every record
+passes :class:`RedactValues` on its way out, so a quoted value is never
+printed, whichever library logged it. A traceback keeps its frames and the
+type of each exception, never their messages: an exception raised by a
+library may quote a header value (``invalid literal for int(): 'DOE^JOHN'``).
 
 What is logged at ``info`` is operational: the receiver listening,
 associations admitted, refused and closed (PACS node, peer address,
@@ -20,11 +23,51 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from collections.abc import Iterator
+from types import TracebackType
 
 from vault.pydicom_quiet import RedactValues
 
-OWN_LOGGERS = ("vault", "dicom_ingest", "deidentify", "crypto")
+OWN_LOGGERS = ("vault", "dicom_ingest", "deidentify", "crypto", "uvicorn.error")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+WITHHELD = "(message withheld: it may quote data)"
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def _without_messages(exc: traceback.TracebackException) -> Iterator[str]:
+    """``exc`` formatted as Python does, each exception's message replaced by :data:`WITHHELD`."""
+    if exc.__cause__ is not None:
+        yield from _without_messages(exc.__cause__)
+        yield "\nThe above exception was the direct cause of the following exception:\n\n"
+    elif exc.__context__ is not None and not exc.__suppress_context__:
+        yield from _without_messages(exc.__context__)
+        yield "\nDuring handling of the above exception, another exception occurred:\n\n"
+    if exc.stack:
+        yield "Traceback (most recent call last):\n"
+        yield from exc.stack.format()
+    kind = exc.exc_type
+    name = f"{kind.__module__}.{kind.__qualname__}" if kind is not None else "exception"
+    yield f"{name} {WITHHELD}\n"
+
+
+class WithheldMessages(logging.Formatter):
+    """:data:`FORMAT`, with tracebacks that keep frames and exception types only."""
+
+    def formatException(self, ei: ExcInfo) -> str:  # type: ignore[override]
+        text = "".join(_without_messages(traceback.TracebackException(*ei)))
+        return text.rstrip("\n")
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Another handler may have cached its own full traceback in exc_text.
+        cached = record.exc_text
+        thrown = record.exc_info if record.exc_info and record.exc_info[0] else None
+        record.exc_text = self.formatException(thrown) if thrown else None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_text = cached
 
 
 class _VaultHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -42,7 +85,7 @@ def configure_logging(level: str = "info") -> None:
     root = logging.getLogger()
     if not any(isinstance(handler, _VaultHandler) for handler in root.handlers):
         handler = _VaultHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(WithheldMessages(FORMAT))
         handler.addFilter(RedactValues())
         root.addHandler(handler)
     root.setLevel(logging.WARNING)

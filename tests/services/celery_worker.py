@@ -14,11 +14,11 @@ CLI = Path(sys.executable).with_name("dicom-vault")
 
 @contextmanager
 def worker_process(
-    env: dict[str, str], *, stderr: int | None = None
+    env: dict[str, str], *, stderr: int | None = None, loglevel: str = "WARNING"
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``dicom-vault worker`` with ``env``, stopped (SIGTERM, then kill) afterwards."""
     process = subprocess.Popen(
-        [str(CLI), "worker", "--concurrency", "1", "--loglevel", "WARNING"],
+        [str(CLI), "worker", "--concurrency", "1", "--loglevel", loglevel],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=stderr,
