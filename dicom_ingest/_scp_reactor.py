@@ -17,8 +17,11 @@ only replaces the waiting:
 - :class:`WakingAssociation` blocks on an event set whenever a DIMSE message
   or an upper-layer primitive is queued for it (or its reactor is asked to
   pause), instead of sleeping 1 ms per turn;
-- :class:`FastAssociationSocket` reads a PDU with ``recv_into`` straight
-  into one buffer of its announced length instead of 4 KiB reads.
+- :class:`FastAssociationSocket` reads a PDU with ``recv_into`` instead of
+  4 KiB reads, into a buffer that grows with the bytes that actually arrive
+  (never reserved at the length a peer announces), and refuses a PDU longer
+  than :data:`ASSOCIATION_PDU_LIMIT` before the association is established,
+  or than the maximum length the receiver announced after it.
 
 Timers (ARTIM, network idle) are still checked at least every
 :data:`TIMER_CHECK_SECONDS`. It relies on pynetdicom 3.0 internals, hence the
@@ -54,6 +57,13 @@ log = logging.getLogger("dicom_ingest.scp")
 
 SUPPORTED = pynetdicom.__version__.startswith("3.0.")
 TIMER_CHECK_SECONDS = 0.05
+# An A-ASSOCIATE-RQ with a hundred presentation contexts is about 20 KB; one
+# with a user identity token, a few more. A peer not yet admitted sends no more.
+ASSOCIATION_PDU_LIMIT = 1 << 20
+# The first read of a PDU reserves at most this much; the buffer then doubles.
+FIRST_READ_BYTES = 1 << 20
+# Slack over the announced maximum length, for peers that count the PDV header in it.
+PDU_LENGTH_SLACK = 64
 
 
 class _WakingQueue(queue.Queue):  # type: ignore[type-arg]
@@ -82,22 +92,46 @@ class _WakingCheckpoint(threading.Event):
 
 
 class FastAssociationSocket(AssociationSocket):
-    """Reads whole PDUs with ``recv_into`` into one buffer."""
+    """Reads whole PDUs with ``recv_into``, within the receiver's limits.
+
+    A read that is refused, or cut short by the peer, returns fewer bytes than
+    asked for, which pynetdicom's upper layer treats as the connection closed.
+    """
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = self.socket
         if sock is None:
             return bytearray()
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
-        read = 0
-        while read < nr_bytes:
-            count = sock.recv_into(view[read:], nr_bytes - read)
-            if not count:
-                del view
-                return buffer[:read]
-            read += count
-        return buffer
+        limit = self._pdu_limit()
+        if limit and nr_bytes > limit + PDU_LENGTH_SLACK:
+            log.warning(
+                "a PDU of %d bytes is over the limit of %d: connection closed", nr_bytes, limit
+            )
+            return bytearray()
+        return _read_growing(sock, nr_bytes)
+
+    def _pdu_limit(self) -> int:
+        """The longest PDU this association may send now (0: no limit)."""
+        assoc = self._assoc
+        if not assoc.is_established:
+            return ASSOCIATION_PDU_LIMIT
+        return int(assoc.acceptor.maximum_length or 0)
+
+
+def _read_growing(sock: Any, nr_bytes: int) -> bytearray:
+    """``nr_bytes`` from ``sock`` (fewer if it closes), in a buffer that grows as they come."""
+    buffer = bytearray(min(nr_bytes, FIRST_READ_BYTES))
+    read = 0
+    while read < nr_bytes:
+        if read == len(buffer):
+            buffer.extend(bytes(min(len(buffer), nr_bytes - read)))
+        with memoryview(buffer) as view:
+            count = sock.recv_into(view[read:], len(buffer) - read)
+        if not count:
+            del buffer[read:]
+            return buffer
+        read += count
+    return buffer
 
 
 class WakingDUL(DULServiceProvider):

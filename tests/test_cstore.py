@@ -9,8 +9,10 @@ from __future__ import annotations
 import io
 import logging
 import socket
+import struct
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from pydicom.uid import (
     generate_uid,
 )
 from pynetdicom import _config as pynetdicom_config
+from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dsutils import create_file_meta
 from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import select
@@ -291,6 +294,46 @@ class TestAbortedAssociation:
         assert len(list(receiver.vault.store.iter_keys())) == 1
 
 
+class TestPduLimits:
+    def test_a_pdu_announced_huge_before_association_closes_the_connection(
+        self, receiver: Receiver
+    ) -> None:
+        with socket.create_connection((receiver.host, receiver.port), timeout=30) as peer:
+            # an A-ASSOCIATE-RQ header announcing 512 MiB, and 10 bytes of it
+            peer.sendall(b"\x01\x00" + struct.pack(">L", 512 << 20) + bytes(10))
+            assert peer.recv(1024) == b""  # closed, not waiting for 512 MiB
+        follow_up = associate(receiver)
+        status = follow_up.send_c_store(small_series(1)[0]).Status
+        follow_up.release()
+        assert status == 0x0000
+
+    def test_a_p_data_pdu_over_the_announced_length_ends_the_association(
+        self, receiver: Receiver
+    ) -> None:
+        big = next(iter(small_series(1, seed=8)))
+        big.Rows = big.Columns = 2048
+        big.PixelData = bytes(2048 * 2048 * 2)  # 8 MiB: one PDU over the 4 MiB announced
+        payload = encode(big)
+        dataset_bytes = payload[payload.index(b"\x08\x00\x05\x00") :]
+        assoc = associate(receiver)
+        context = assoc._get_valid_context(CTImageStorage, "", "scu")
+        message = C_STORE_RQ()
+        message.primitive_to_message(
+            store_message(CTImageStorage, str(big.SOPInstanceUID), dataset_bytes)
+        )
+        for pdu in message.encode_msg(context.context_id, 16 << 20):
+            assoc.dul.send_pdu(pdu)
+        deadline = time.monotonic() + 30
+        while assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not assoc.is_established
+        follow_up = associate(receiver)
+        status = follow_up.send_c_store(small_series(1)[0]).Status
+        follow_up.release()
+        assert status == 0x0000
+        assert instance_count(receiver.vault) == 1
+
+
 class TestNothingSpooledToDisk:
     def test_received_data_sets_never_reach_the_temp_dir(
         self, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -326,11 +369,11 @@ class TestSockets:
         assoc.release()
         assert kinds == (WakingAssociation, WakingDUL, FastAssociationSocket)
 
-    def test_receiver_announces_unlimited_pdu_size(self, receiver: Receiver) -> None:
+    def test_receiver_announces_the_configured_pdu_size(self, receiver: Receiver) -> None:
         assoc = associate(receiver)
         announced = assoc.acceptor.maximum_length
         assoc.release()
-        assert announced == 0
+        assert announced == ScpSettings().max_pdu == 4 << 20
 
     def test_several_associations_store_at_once(self, receiver: Receiver) -> None:
         associations = [associate(receiver) for _ in range(3)]

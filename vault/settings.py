@@ -309,8 +309,10 @@ class ScpSettings(Section):
     tls_key: Path | None = None
     tls_ca: Path | None = None
     require_client_cert: bool = False
-    # 0 means unlimited: fewer, larger PDUs cost less per instance.
-    max_pdu: int = Field(default=0, ge=0)
+    # The maximum PDU length the receiver announces, and holds peers to: a
+    # whole CT slice fits in one PDU. 0 announces no limit (memory per
+    # association then grows with whatever a peer sends in one PDU).
+    max_pdu: int = Field(default=4 << 20, ge=0)
     max_associations: int = Field(default=16, gt=0)
     # Receiver processes sharing one listening socket (least loaded accepts); 1 runs in-process.
     processes: int = Field(default=1, ge=1, le=64)
