@@ -58,6 +58,7 @@ class CallerFacts:
     port: int
     tls: bool
     cert_sha256: str | None
+    called_ae_title: str = ""
 
     @property
     def remote(self) -> str:
@@ -120,6 +121,10 @@ class PeerRegistry:
                 raise Refusal("unknown-caller", node.id if node else None)
             node_id, organisation_id, ae_title = node.id, node.organisation_id, node.ae_title
             host, expected_cert = node.host, node.cert_sha256
+        if self._settings.require_called_ae_title and (
+            caller.called_ae_title.strip() != self._settings.ae_title.strip()
+        ):
+            raise Refusal("called-ae-title", node_id)
         if self._settings.check_peer_address and host and caller.address not in _addresses_of(host):
             raise Refusal("peer-address", node_id)
         if expected_cert:

@@ -21,6 +21,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
@@ -40,7 +41,7 @@ from dicom_ingest._scp_transport import peer_certificate_sha256
 from dicom_ingest.pipeline import IngestOrigin, IngestPipeline
 from vault.catalog.models import Case
 from vault.core import Vault
-from vault.errors import VaultError, dimse_status
+from vault.errors import VaultError, dimse_error_comment, dimse_status
 from vault.settle import StudySettledHooks
 
 log = logging.getLogger("dicom_ingest.scp")
@@ -57,8 +58,9 @@ SUCCESS = 0x0000
 # the PACS to keep the instance and retry later (PS3.4 Annex B.2.3).
 UNEXPECTED_FAILURE = 0xA700
 # A-ASSOCIATE-RJ: rejected-permanent, DICOM UL service-user, calling AE title
-# not recognised (PS3.8 Section 9.3.4).
+# not recognised, or called AE title not recognised (PS3.8 Section 9.3.4).
 REJECT_UNKNOWN_CALLER = (0x01, 0x01, 0x03)
+REJECT_UNKNOWN_CALLED = (0x01, 0x01, 0x07)
 # Rejected-transient, service-user, no reason given: try again later.
 REJECT_TRANSIENT = (0x02, 0x01, 0x01)
 _CASE_PROBE_BYTES = 256 * 1024
@@ -130,11 +132,19 @@ def log_unexpected(what: str, exc: BaseException) -> None:
     )
 
 
-def handle_store(event: Any, context: ReceiverContext) -> int:
+def refusal(exc: VaultError | CryptoError) -> Dataset:
+    """The C-STORE-RSP status of a refusal, with its reason as the Error Comment."""
+    answer = Dataset()
+    answer.Status = dimse_status(exc)
+    answer.ErrorComment = dimse_error_comment(exc)
+    return answer
+
+
+def handle_store(event: Any, context: ReceiverContext) -> int | Dataset:
     """EVT_C_STORE: hand the instance to the pipeline; answer its status."""
     peer = context.peers.get(id(event.assoc))
     if peer is None:  # not admitted: cannot happen once EVT_REQUESTED ran
-        return dimse_status(VaultError("association not admitted"))
+        return refusal(VaultError("association not admitted"))
     try:
         status = _store(event, context, peer)
     except Exception as exc:  # noqa: BLE001 (a DIMSE status must answer every failure)
@@ -147,7 +157,7 @@ def handle_store(event: Any, context: ReceiverContext) -> int:
     return status
 
 
-def _store(event: Any, context: ReceiverContext, peer: PeerSession) -> int:
+def _store(event: Any, context: ReceiverContext, peer: PeerSession) -> int | Dataset:
     stream, dataset = part10_stream(event)
     transfer_syntax = UID(event.context.transfer_syntax)
     case_value = _probe_case_value(dataset, transfer_syntax, context.case_tag)
@@ -163,7 +173,7 @@ def _store(event: Any, context: ReceiverContext, peer: PeerSession) -> int:
         context.pipeline.ingest(stream, origin)
     except (VaultError, CryptoError) as exc:
         log.info("C-STORE refused: %s", exc.reason if isinstance(exc, VaultError) else "crypto")
-        return dimse_status(exc)
+        return refusal(exc)
     return SUCCESS
 
 
@@ -177,6 +187,7 @@ def _caller(event: Any) -> CallerFacts:
     sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
     return CallerFacts(
         calling_ae_title=str(assoc.requestor.primitive.calling_ae_title),
+        called_ae_title=str(assoc.requestor.primitive.called_ae_title),
         address=str(assoc.requestor.address),
         port=int(assoc.requestor.port),
         tls=sock is not None and hasattr(sock, "getpeercert"),
@@ -188,8 +199,9 @@ def handle_requested(event: Any, context: ReceiverContext) -> None:
     """EVT_REQUESTED: admit a registered caller, reject anyone else (A-ASSOCIATE-RJ)."""
     try:
         context.peers.admit(id(event.assoc), _caller(event))
-    except Refusal:
-        _reject(event.assoc, REJECT_UNKNOWN_CALLER)  # logged by the registry
+    except Refusal as refusal:  # logged by the registry
+        called = refusal.reason == "called-ae-title"
+        _reject(event.assoc, REJECT_UNKNOWN_CALLED if called else REJECT_UNKNOWN_CALLER)
     except Exception as exc:  # noqa: BLE001 (the caller must get an answer, not silence)
         log_unexpected("association admission", exc)
         _reject(event.assoc, REJECT_TRANSIENT)

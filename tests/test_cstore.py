@@ -23,6 +23,7 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
     generate_uid,
 )
+from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dsutils import create_file_meta
@@ -52,11 +53,16 @@ from tests.services.dicom_peers import (
 from vault.admin import create_case, get_or_create_organisation, set_pacs_node_enabled
 from vault.catalog.models import AuditEvent, Instance, Study
 from vault.core import Vault
-from vault.errors import MissingAttribute, SopClassMismatch, dimse_status
+from vault.errors import (
+    MissingAttribute,
+    SopClassMismatch,
+    dimse_status,
+)
 from vault.reader import open_instance
 from vault.settings import ScpSettings
 
 REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNISED = 0x01, 0x01, 0x03
+CALLED_AE_NOT_RECOGNISED = 0x07
 ABSTRACT_SYNTAX_NOT_SUPPORTED = 0x03
 
 
@@ -97,6 +103,36 @@ class TestAdmission:
             SERVICE_USER,
             CALLING_AE_NOT_RECOGNISED,
         )
+
+    def test_an_association_for_another_ae_title_gets_reason_0x07_and_is_logged(
+        self, receiver: Receiver
+    ) -> None:
+        ae = AE(ae_title="PACS1")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = ae.associate(receiver.host, receiver.port, ae_title="OTHER-ARCHIVE")
+        assert assoc.is_rejected
+        reply = assoc.acceptor.primitive
+        assert (reply.result, reply.result_source, reply.diagnostic) == (
+            REJECTED_PERMANENT,
+            SERVICE_USER,
+            CALLED_AE_NOT_RECOGNISED,
+        )
+        assert [e.outcome for e in association_events(receiver)][-1] == "refused:called-ae-title"
+        follow_up = associate(receiver)  # addressed to the vault's own title
+        assert follow_up.is_established
+        follow_up.release()
+
+    def test_the_called_ae_title_check_can_be_turned_off(self, embedded_vault: Vault) -> None:
+        settings = ScpSettings(port=0, settle_check_seconds=3600, require_called_ae_title=False)
+        receiver = start_receiver(embedded_vault, settings)
+        try:
+            ae = AE(ae_title="PACS1")
+            ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+            assoc = ae.associate(receiver.host, receiver.port, ae_title="ANY-SCP")
+            assert assoc.is_established
+            assoc.release()
+        finally:
+            receiver.scp.stop()
 
     def test_disabled_node_is_rejected(self, receiver: Receiver) -> None:
         with receiver.vault.catalog.session() as session:
@@ -234,6 +270,46 @@ class TestRefusedInstances:
         assert instance_count(receiver.vault) == 0
         assert list(receiver.vault.store.iter_keys()) == []
         assert store_outcomes(receiver) == ["refused:sop-class-mismatch"]
+
+    def test_a_refusal_says_why_in_the_error_comment_without_phi(self, receiver: Receiver) -> None:
+        ds = small_series(1)[0]
+        ds.PatientName = "Zyxwvut^Quorra"
+        ds.SOPClassUID = SecondaryCaptureImageStorage
+        ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+        payload = encode(ds)
+        dataset_bytes = payload[payload.index(b"\x08\x00\x05\x00") :]
+        assoc = associate(receiver)
+        context = assoc._get_valid_context(CTImageStorage, "", "scu")
+        assoc._reactor_checkpoint.clear()
+        while not assoc._is_paused:
+            time.sleep(0.0001)
+        try:
+            request = store_message(CTImageStorage, str(ds.SOPInstanceUID), dataset_bytes)
+            assoc.dimse.send_msg(request, context.context_id)
+            _, response = assoc.dimse.get_msg(block=True)
+        finally:
+            assoc._reactor_checkpoint.set()
+        assoc.release()
+        comment = str(response.ErrorComment)
+        assert response.Status == 0xA900
+        assert comment == "the data set is not of the SOP Class it was sent as"
+        assert "Zyxwvut" not in comment and str(ds.SOPInstanceUID) not in comment
+
+    def test_a_file_over_the_size_limit_fails_for_good_and_says_why(
+        self, receiver: Receiver
+    ) -> None:
+        limits = receiver.vault.settings.limits
+        saved, limits.max_file_bytes = limits.max_file_bytes, 1000
+        try:
+            assoc = associate(receiver)
+            answer = assoc.send_c_store(small_series(1, seed=21)[0])
+            assoc.release()
+        finally:
+            limits.max_file_bytes = saved
+        # 0xC000, not 0xA700 "out of resources", which a PACS would retry forever
+        assert answer.Status == 0xC000
+        assert answer.ErrorComment == "the file is larger than this service accepts"
+        assert instance_count(receiver.vault) == 0
 
     def test_sop_class_outside_policy_is_not_negotiated(self, receiver: Receiver) -> None:
         assoc = associate(receiver, "PACS1", CTImageStorage, SecondaryCaptureImageStorage)

@@ -33,7 +33,8 @@ def wait_for_echo(dcmtk: Dcmtk, port: int, process: subprocess.Popen[str]) -> No
         if process.poll() is not None:
             raise RuntimeError("the receiver exited during start-up")
         echo = subprocess.run(
-            [str(dcmtk.echoscu), "-aet", "PACS1", "127.0.0.1", str(port)], capture_output=True
+            [str(dcmtk.echoscu), "-aet", "PACS1", "-aec", "DICOMVAULT", "127.0.0.1", str(port)],
+            capture_output=True,
         )
         if echo.returncode == 0:
             return
@@ -62,7 +63,16 @@ class TestScpCommand:
             wait_for_echo(dcmtk, port, process)
             files = write_series(tmp_path / "in", small_series(2))
             sent = subprocess.run(
-                [str(dcmtk.storescu), "-aet", "PACS1", "127.0.0.1", str(port), *map(str, files)],
+                [
+                    str(dcmtk.storescu),
+                    "-aet",
+                    "PACS1",
+                    "-aec",
+                    "DICOMVAULT",
+                    "127.0.0.1",
+                    str(port),
+                    *list(map(str, files)),
+                ],
                 capture_output=True,
                 env=nodelay_env(),
             )
@@ -92,7 +102,16 @@ class TestScpCommand:
             wait_for_echo(dcmtk, port, process)
             for caller in ("PACS1", "STRANGER"):
                 subprocess.run(
-                    [str(dcmtk.storescu), "-aet", caller, "127.0.0.1", str(port), *map(str, files)],
+                    [
+                        str(dcmtk.storescu),
+                        "-aet",
+                        caller,
+                        "-aec",
+                        "DICOMVAULT",
+                        "127.0.0.1",
+                        str(port),
+                        *list(map(str, files)),
+                    ],
                     capture_output=True,
                     env=nodelay_env(),
                 )

@@ -26,6 +26,7 @@ from vault.errors import (
     TransferSyntaxRefused,
     TruncatedFile,
     VaultError,
+    dimse_error_comment,
     dimse_status,
     http_status,
 )
@@ -189,3 +190,11 @@ class TestRealWorldFiles:
             embedded_case.pipeline.ingest(io.BytesIO(data[:cut]), embedded_case.origin)
         embedded_case.pipeline.ingest(io.BytesIO(data), embedded_case.origin)
         assert stored_counts(embedded_case)[1] == 1
+
+
+class TestErrorComments:
+    def test_a_long_reason_is_cut_to_the_64_characters_of_an_error_comment(self) -> None:
+        long = CorruptHeader("the DICOM header has an element that cannot be decoded, twice over")
+        comment = dimse_error_comment(long)
+        assert len(comment) == 64 and comment.endswith("...") and comment.isascii()
+        assert dimse_error_comment(TooLarge("too big")) == "too big"

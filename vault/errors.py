@@ -3,8 +3,9 @@
 Every refusal the service can give is one of these classes. Messages are
 written for the person who sent the data and never carry PHI: no patient
 attribute, UID, file name or path is put into a message. Entry points turn an
-exception into a response with :func:`http_status` or :func:`dimse_status`;
-nothing else decides those codes.
+exception into a response with :func:`http_status` or :func:`dimse_status`
+(and :func:`dimse_error_comment` for the DIMSE Error Comment); nothing else
+decides those codes.
 """
 
 from __future__ import annotations
@@ -219,13 +220,15 @@ class ReceiverNotStarted(VaultError):
 # Checked in order, most specific first. DIMSE codes: PS3.4 Annex B.2.3 and
 # PS3.7 Annex C: 0xA700 out of resources, 0xA900 data set does not match SOP
 # class, 0xC000 cannot understand, 0x0124 refused: not authorised,
-# 0x0122 SOP class not supported, 0x0110 processing failure.
+# 0x0122 SOP class not supported, 0x0110 processing failure. 0xA700 is kept
+# for what may pass on a later try (the store or the key provider is down), so
+# that a PACS retries it; a file over the size limit will never pass (0xC000).
 _STATUS_TABLE: tuple[tuple[type[Exception], int, int], ...] = (
     (SopClassRefused, 415, 0x0122),
     (TransferSyntaxRefused, 415, 0xA900),
     (MissingAttribute, 422, 0xA900),
     (SopClassMismatch, 422, 0xA900),
-    (TooLarge, 413, 0xA700),
+    (TooLarge, 413, 0xC000),
     (PolicyRefused, 422, 0x0124),
     (NotDicom, 415, 0xC000),
     (TruncatedFile, 422, 0xC000),
@@ -274,3 +277,16 @@ def http_status(exc: VaultError | CryptoError) -> int:
 def dimse_status(exc: VaultError | CryptoError) -> int:
     """The DIMSE C-STORE status answering ``exc``."""
     return _row(exc)[1]
+
+
+# PS3.7 C.4: an Error Comment is a LO of at most 64 characters.
+ERROR_COMMENT_LENGTH = 64
+
+
+def dimse_error_comment(exc: VaultError | CryptoError) -> str:
+    """The DIMSE Error Comment answering ``exc``: its plain-words message (never
+    PHI, as every message here), in ASCII and cut to 64 characters."""
+    text = " ".join(str(exc).split()).encode("ascii", "replace").decode("ascii")
+    if len(text) <= ERROR_COMMENT_LENGTH:
+        return text
+    return text[: ERROR_COMMENT_LENGTH - 3].rstrip() + "..."

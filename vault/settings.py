@@ -320,6 +320,9 @@ class ScpSettings(Section):
     case_attribute: str = "AccessionNumber"
     # Refuse a calling AE title whose PacsNode.host differs from the peer address.
     check_peer_address: bool = False
+    # Refuse an association addressed to another AE title (A-ASSOCIATE-RJ reason 7):
+    # a PACS routing entry meant for another archive must not deliver here.
+    require_called_ae_title: bool = True
     settle_idle_seconds: float = Field(default=300.0, gt=0)
     settle_check_seconds: float = Field(default=30.0, gt=0)
     network_timeout_seconds: float = Field(default=60.0, gt=0)
