@@ -139,18 +139,37 @@ def _references(request: Dataset) -> list[tuple[str, str]]:
     ]
 
 
+def _request_status(request: Dataset) -> int:
+    """0 if the Action Information is a commitment request that can be answered, else
+    the N-ACTION failure (PS3.7 C.4): an empty list could only be reported as
+    "all committed" without the Referenced SOP Sequence that report requires."""
+    if "TransactionUID" not in request or "ReferencedSOPSequence" not in request:
+        return 0x0120  # Missing attribute
+    items = request.ReferencedSOPSequence
+    if not request.TransactionUID or not items:
+        return 0x0121  # Missing attribute value
+    if any(not item.get("ReferencedSOPClassUID") for item in items) or any(
+        not item.get("ReferencedSOPInstanceUID") for item in items
+    ):
+        return 0x0121
+    return 0x0000
+
+
 def handle_commitment(event: Any, context: ReceiverContext) -> tuple[int, Dataset | None]:
     """EVT_N_ACTION: accept a commitment request and report on it in the background."""
     if event.request.RequestedSOPClassUID != StorageCommitmentPushModel:
         return 0x0118, None  # No such SOP Class
+    if event.request.RequestedSOPInstanceUID != COMMITMENT_INSTANCE_UID:
+        return 0x0117, None  # Invalid object instance (the well-known one is required)
     if event.request.ActionTypeID != REQUEST_COMMITMENT:
         return 0x0123, None  # No such action
     peer = context.peers.get(id(event.assoc))
     if peer is None:
         return 0x0124, None  # Refused: not authorised
     request = event.action_information
-    if "TransactionUID" not in request:
-        return 0x0120, None  # Missing attribute
+    status = _request_status(request)
+    if status:
+        return status, None
     job = _ReportJob(context, event.assoc, peer.node_id, peer.organisation_id, request)
     threading.Thread(target=job.run, name="dicom-vault-commitment", daemon=True).start()
     return 0x0000, None

@@ -77,6 +77,53 @@ def uids(sequence: Any) -> set[str]:
     return {str(item.ReferencedSOPInstanceUID) for item in sequence}
 
 
+def _empty_list() -> tuple[Dataset, str]:
+    asked = request([])
+    return asked, COMMITMENT_INSTANCE_UID
+
+
+def _no_list() -> tuple[Dataset, str]:
+    asked = request([])
+    del asked.ReferencedSOPSequence
+    return asked, COMMITMENT_INSTANCE_UID
+
+
+def _item_without_uid() -> tuple[Dataset, str]:
+    asked = request(small_series(1, seed=31))
+    del asked.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+    return asked, COMMITMENT_INSTANCE_UID
+
+
+def _another_instance() -> tuple[Dataset, str]:
+    return request(small_series(1, seed=32)), "1.2.3.4"
+
+
+BAD_REQUESTS = {
+    "empty list": (_empty_list, 0x0121),
+    "no list": (_no_list, 0x0120),
+    "item without its instance UID": (_item_without_uid, 0x0121),
+    "not the well-known instance": (_another_instance, 0x0117),
+}
+
+
+class TestRequestsThatCannotBeAnswered:
+    @pytest.mark.parametrize("name", BAD_REQUESTS)
+    def test_the_n_action_fails_and_no_report_claims_anything(
+        self, receiver: Receiver, name: str
+    ) -> None:
+        make, expected = BAD_REQUESTS[name]
+        asked, instance = make()
+        catcher = ReportCatcher()
+        assoc = commitment_scu(receiver, catcher)
+        status, _reply = assoc.send_n_action(asked, 1, StorageCommitmentPushModel, instance)
+        reported = catcher.arrived.wait(2)  # a report would follow the answer at once
+        still = assoc.send_c_store(small_series(1, seed=33)[0]).Status
+        assoc.release()
+        assert status.Status == expected
+        assert not reported
+        assert still == 0x0000  # the association goes on
+
+
 class TestCommitmentOnTheSameAssociation:
     def test_stored_instances_committed_unknown_one_failed(self, receiver: Receiver) -> None:
         datasets = small_series(2)
