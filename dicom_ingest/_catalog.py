@@ -114,9 +114,7 @@ class StudyLookup:
 def refuse_if_conflicting(stored_sha256: str, received_sha256: str) -> None:
     """Raise ConflictingResend unless a resend has the stored instance's bytes."""
     if stored_sha256 != received_sha256:
-        raise ConflictingResend(
-            "an instance with the same SOP Instance UID but different content is already stored"
-        )
+        raise ConflictingResend("another instance with this SOP Instance UID is stored")
 
 
 def _other_patient_in_case(connection: Connection, case_id: str | None, patient: str) -> bool:

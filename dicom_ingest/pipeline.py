@@ -51,6 +51,7 @@ from dicom_ingest._catalog import (
 from dicom_ingest._catalog_write import SeriesCache, WriteContext, record_instance
 from dicom_ingest._group_commit import GroupCommitter
 from dicom_ingest.header import InstanceHeader, read_header
+from dicom_ingest.resend import COMPARE_LIMIT_BYTES, same_instance
 from dicom_ingest.validation import InstanceFacts, ValidationPolicy, validate
 from vault.audit import AuditRecord
 from vault.core import Vault
@@ -62,6 +63,7 @@ from vault.errors import (
 )
 from vault.keyring import PendingKey
 from vault.objects import hash_stream, write_encrypted
+from vault.reader import open_instance
 
 _ATTEMPTS = 3
 
@@ -124,6 +126,27 @@ class _DataKeys:
                 while len(self._keys) > self._size:
                     self._keys.popitem(last=False)
         return key
+
+
+class _Held:
+    """The bytes of a resend, kept in memory while they are hashed, up to ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: list[bytes] | None = []
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        if self._chunks is None:
+            return
+        self._size += len(chunk)
+        if self._size > self._limit:
+            self._chunks = None  # too large to compare: given up, not held
+        else:
+            self._chunks.append(bytes(chunk))
+
+    def whole(self) -> bytes | None:
+        return None if self._chunks is None else b"".join(self._chunks)
 
 
 class IngestPipeline:
@@ -211,9 +234,24 @@ class IngestPipeline:
     def _compare_resend(
         self, source: BinaryIO, prefix: bytes, existing: StoredInstance
     ) -> IngestResult:
-        digest, _size = hash_stream(source, prefix=prefix, limit=self._limits.max_file_bytes)
-        refuse_if_conflicting(existing.sha256, digest)
+        """A duplicate if the resend is the stored instance (:mod:`dicom_ingest.resend`).
+
+        Raises:
+            ConflictingResend: it is another instance under the same SOP Instance UID.
+        """
+        held = _Held(COMPARE_LIMIT_BYTES)
+        limit = self._limits.max_file_bytes
+        digest, _size = hash_stream(source, prefix=prefix, limit=limit, observers=(held.feed,))
+        if digest != existing.sha256 and not self._same_as_stored(existing, held):
+            refuse_if_conflicting(existing.sha256, digest)
         return existing.as_result(duplicate=True)
+
+    def _same_as_stored(self, existing: StoredInstance, held: _Held) -> bool:
+        received = held.whole()
+        if received is None or existing.size > COMPARE_LIMIT_BYTES:
+            return False
+        with open_instance(self._vault, existing.instance_id) as stored:
+            return same_instance(stored.read(), received)
 
     def _record(
         self,

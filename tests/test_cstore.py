@@ -182,6 +182,37 @@ class TestAdmission:
             running.scp.stop()
 
 
+class TestResend:
+    def test_the_same_instance_resent_in_another_transfer_syntax_is_a_success(
+        self, receiver: Receiver
+    ) -> None:
+        (instance,) = small_series(1, seed=41)
+        explicit = associate(receiver)
+        first = explicit.send_c_store(instance).Status
+        explicit.release()
+        ae = AE(ae_title="PACS1")
+        ae.add_requested_context(CTImageStorage, ImplicitVRLittleEndian)
+        implicit = ae.associate(receiver.host, receiver.port, ae_title=receiver.ae_title)
+        instance.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        again = implicit.send_c_store(instance).Status
+        implicit.release()
+        assert (first, again) == (0x0000, 0x0000)
+        assert instance_count(receiver.vault) == 1
+
+    def test_another_instance_under_the_same_uid_fails_and_says_why(
+        self, receiver: Receiver
+    ) -> None:
+        (instance,) = small_series(1, seed=42)
+        assoc = associate(receiver)
+        first = assoc.send_c_store(instance)
+        instance.ImageComments = "another version"
+        second = assoc.send_c_store(instance)
+        assoc.release()
+        assert (first.Status, second.Status) == (0x0000, 0xC000)
+        assert second.ErrorComment == "another instance with this SOP Instance UID is stored"
+        assert instance_count(receiver.vault) == 1
+
+
 class TestStore:
     def test_storescu_series_is_stored_bit_exact(
         self, dcmtk: Dcmtk, receiver: Receiver, tmp_path: Path

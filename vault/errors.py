@@ -235,7 +235,7 @@ _STATUS_TABLE: tuple[tuple[type[Exception], int, int], ...] = (
     (CorruptHeader, 422, 0xC000),
     (UnsafeArchive, 422, 0xC000),
     (InvalidInput, 422, 0xC000),
-    (ConflictingResend, 409, 0xA900),
+    (ConflictingResend, 409, 0xC000),
     (NotReady, 409, 0x0110),
     (UnderLegalHold, 409, 0x0110),
     (CatalogNotEmpty, 409, 0x0110),

@@ -56,13 +56,18 @@ def _pump(source: BinaryIO, prefix: bytes, sinks: Sequence[Sink], limit: int) ->
     return hasher.hexdigest(), size
 
 
-def hash_stream(source: BinaryIO, *, prefix: bytes = b"", limit: int) -> tuple[str, int]:
+def hash_stream(
+    source: BinaryIO, *, prefix: bytes = b"", limit: int, observers: Sequence[Sink] = ()
+) -> tuple[str, int]:
     """SHA-256 and size of ``prefix`` plus the rest of ``source``, storing nothing.
+
+    Parameters:
+        observers: also fed every chunk.
 
     Raises:
         TooLarge: more than ``limit`` bytes.
     """
-    return _pump(source, prefix, (), limit)
+    return _pump(source, prefix, observers, limit)
 
 
 def write_encrypted(
