@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.catalog.accounts import ROLES, CaseAssignment, User
-from vault.catalog.models import Case, Organisation, PacsNode
-from vault.errors import InvalidInput, NotFound
+from vault.catalog.models import Case, Organisation, PacsNode, Study
+from vault.errors import InvalidInput, NotFound, PolicyRefused
 
 
 def get_or_create_organisation(
@@ -46,6 +46,39 @@ def case_by_reference(session: Session, reference: str) -> Case:
     if case is None:
         raise NotFound("no such case")
     return case
+
+
+def file_study(session: Session, study_id: str, case: Case, *, one_patient_per_case: bool) -> Study:
+    """File a study of the inbox (one the receiver matched to no case) under ``case``.
+
+    The engineers assigned to ``case`` then reach its pseudonymised copy. Only
+    an inbox study is filed: moving a study between cases changes who sees it,
+    and is not done here.
+
+    Raises:
+        NotFound: no such study.
+        PolicyRefused: the study is already under a case; the case is of
+            another organisation or not open; or (one patient per case) the
+            case holds a study of another patient.
+    """
+    study = session.get(Study, study_id)
+    if study is None:
+        raise NotFound("no such study")
+    if study.case_id is not None:
+        raise PolicyRefused("this study is already filed under a case")
+    if case.organisation_id != study.organisation_id:
+        raise PolicyRefused("this case belongs to another organisation than the study")
+    if case.status != "open":
+        raise PolicyRefused("this case is not open")
+    if one_patient_per_case and not case.allow_multiple_patients:
+        other = select(Study.id).where(
+            Study.case_id == case.id, Study.patient_digest != study.patient_digest
+        )
+        if session.scalar(other.limit(1)) is not None:
+            raise PolicyRefused("this case already holds a study of another patient")
+    study.case_id = case.id
+    session.flush()
+    return study
 
 
 def register_pacs_node(

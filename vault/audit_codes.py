@@ -133,6 +133,7 @@ EVENT_KINDS: dict[str, EventKind] = {
     "case.read": EventKind(ORDER_RECORD, (), "R", lifecycle="6"),
     "case.list": EventKind(QUERY, (), "E", DESTINATION, SOURCE),
     "case.create": EventKind(ORDER_RECORD, (), "C", lifecycle="1"),
+    "study.file": _security(OBJECT_SECURITY_CHANGED, "U"),  # who may reach it changes
     # de-identification and re-identification
     "study.deidentify": EventKind(INSTANCES_ACCESSED, (), "C", lifecycle="7"),
     "deidentify.offline": EventKind(INSTANCES_ACCESSED, (), "E", lifecycle="7"),

@@ -329,6 +329,33 @@ def case_create(
     typer.echo(f"case {reference} created ({case.id})")
 
 
+@case_app.command("file")
+def case_file(
+    study: Annotated[str, typer.Argument(help="Internal study id, shown '(inbox)' by `list`.")],
+    case: Annotated[str, typer.Option("--case", help="Reference of the case to file it under.")],
+) -> None:
+    """File a study the DICOM receiver matched to no case (the inbox) under a case."""
+    from vault.admin import case_by_reference, file_study
+
+    vault = _vault()
+    try:
+        with vault.catalog.session() as session:
+            target = case_by_reference(session, case)
+            one_patient = vault.settings.policy.one_patient_per_case
+            file_study(session, study, target, one_patient_per_case=one_patient)
+            record = AuditRecord(
+                "cli",
+                "study.file",
+                object_type="study",
+                object_id=study,
+                detail={"case": target.id},
+            )
+            vault.audit.record(record, session=session)
+    except VaultError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"study {study} filed under case {case}")
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files, folders or ZIP archives.")],
