@@ -89,3 +89,13 @@ class TestConfigureLogging:
         logging.getLogger("uvicorn.error").info("Uvicorn running on %s", "http://127.0.0.1:8000")
         err = capsys.readouterr().err
         assert " INFO uvicorn.error: Uvicorn running on http://127.0.0.1:8000" in err
+
+    def test_a_quoted_value_with_an_apostrophe_is_redacted_whole(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        configure_logging("info")
+        logging.getLogger("somelibrary").warning("bad value 'O'BRIEN^JANE' in PatientName")
+        logging.getLogger("somelibrary").warning('bad value "D\\"ARCY" in PatientName')
+        err = capsys.readouterr().err
+        assert "BRIEN" not in err and "ARCY" not in err
+        assert err.count("bad value <value> in PatientName") == 2

@@ -29,7 +29,10 @@ import warnings
 import pydicom.config
 
 REDACTED = "<value>"
-_QUOTED = re.compile(r"""b?'(?:[^'\\]|\\.)*'|b?"(?:[^"\\]|\\.)*\"""")
+# Greedy, from a quote to the last quote of its kind: a value with an
+# apostrophe in it ('O'BRIEN') is redacted whole, at the cost of also
+# redacting what lies between two quoted values.
+_QUOTED = re.compile(r"""b?'.*'|b?".*\"""", re.DOTALL)
 
 
 class RedactValues(logging.Filter):
