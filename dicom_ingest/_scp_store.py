@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import ssl
 import struct
 import traceback
 import zlib
@@ -76,6 +77,8 @@ class ReceiverContext:
     case_tag: BaseTag
     hooks: StudySettledHooks
     ae_title: str = "DICOMVAULT"
+    # For the associations the receiver opens itself (commitment reports).
+    client_tls: ssl.SSLContext | None = None
 
 
 def case_tag_for(keyword: str) -> BaseTag:

@@ -274,6 +274,25 @@ def server_tls_context(settings: ScpSettings) -> ssl.SSLContext | None:
     return context
 
 
+def client_tls_context(settings: ScpSettings) -> ssl.SSLContext | None:
+    """The TLS context of the associations the receiver opens itself (a storage-
+    commitment report sent to the PACS), or ``None`` when the receiver does not
+    speak TLS.
+
+    The receiver presents its own certificate and checks the PACS's against
+    ``scp.tls_ca`` (the system's CAs when unset), host name included: the
+    report names the instances it held, and goes to no one else. The
+    certificate must allow client authentication for a PACS that asks for it.
+    """
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    ca = Path(settings.tls_ca) if settings.tls_ca is not None else None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(Path(settings.tls_cert), Path(settings.tls_key))
+    return context
+
+
 def peer_certificate_sha256(sock: socket.socket) -> str | None:
     """Hex SHA-256 of the peer's DER certificate on a TLS socket, else ``None``."""
     if not isinstance(sock, ssl.SSLSocket):

@@ -254,7 +254,14 @@ class _ReportJob:
         ae = AE(ae_title=self._context.ae_title)
         ae.add_requested_context(StorageCommitmentPushModel)
         role = build_role(StorageCommitmentPushModel, scu_role=False, scp_role=True)
-        assoc = ae.associate(host, int(port or DEFAULT_PORT), ae_title=target[0], ext_neg=[role])
+        tls = self._context.client_tls
+        assoc = ae.associate(
+            host,
+            int(port or DEFAULT_PORT),
+            ae_title=target[0],
+            ext_neg=[role],
+            tls_args=(tls, host) if tls is not None else None,
+        )
         if not assoc.is_established:
             return False
         try:

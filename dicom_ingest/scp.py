@@ -33,6 +33,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from types import TracebackType
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -56,6 +57,7 @@ from dicom_ingest._scp_transport import (
     VaultAssociationServer,
     binding,
     checked_tls_context,
+    client_tls_context,
     server_class,
 )
 from dicom_ingest.commitment import handle_commitment
@@ -180,6 +182,8 @@ class StorageScp:
                 settings or files are wrong (the message says which).
         """
         tls = checked_tls_context(self._settings)
+        if tls is not None:  # the files are known good now
+            self._context = replace(self._context, client_tls=client_tls_context(self._settings))
         with binding(self._settings):
             server = self._ae.make_server(
                 (self._settings.bind, self._settings.port),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +21,10 @@ from dicom_ingest.commitment import (
     PROCESSING_FAILURE,
 )
 from tests.cstore_support import associate, small_series
-from tests.services.dicom_peers import Receiver, free_port
+from tests.services.dicom_peers import Receiver, TlsMaterial, free_port, start_receiver
 from vault.catalog.models import PacsNode, Study
+from vault.core import Vault
+from vault.settings import ScpSettings
 
 REPORT_WAIT_SECONDS = 60  # an upper bound for a hung receiver, not a timing check
 
@@ -218,5 +221,60 @@ class TestCommitmentOnANewAssociation:
         assoc.send_n_action(request([ds]), 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID)
         assoc.release()
         report = catcher.wait()
+        assert catcher.event_type == 1
+        assert uids(report.ReferencedSOPSequence) == {str(ds.SOPInstanceUID)}
+
+
+class TestCommitmentReportOverTls:
+    def test_a_tls_receiver_sends_the_report_to_the_pacs_over_tls(
+        self, embedded_vault: Vault, tls_material: TlsMaterial
+    ) -> None:
+        settings = ScpSettings(
+            port=0,
+            tls_cert=tls_material.server_cert,
+            tls_key=tls_material.server_key,
+            tls_ca=tls_material.ca,
+            settle_check_seconds=3600,
+        )
+        receiver = start_receiver(embedded_vault, settings)
+        # the PACS's own SCP speaks TLS only, with a certificate of the same CA
+        pacs_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        pacs_side.load_cert_chain(tls_material.server_cert, tls_material.server_key)
+        catcher, port = ReportCatcher(), free_port()
+        ae = AE(ae_title="PACS1")
+        ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+        server = ae.start_server(
+            ("127.0.0.1", port),
+            block=False,
+            ssl_context=pacs_side,
+            evt_handlers=[(evt.EVT_N_EVENT_REPORT, catcher)],
+        )
+        try:
+            with embedded_vault.catalog.session() as session:
+                session.execute(
+                    update(PacsNode)
+                    .where(PacsNode.id == receiver.node_id)
+                    .values(host=f"127.0.0.1:{port}")
+                )
+            ds = small_series(1, seed=9)[0]
+            client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls_material.ca)
+            client.load_cert_chain(tls_material.client_cert, tls_material.client_key)
+            scu = AE(ae_title="PACS1")
+            scu.add_requested_context(CTImageStorage)
+            scu.add_requested_context(StorageCommitmentPushModel)
+            assoc = scu.associate(
+                receiver.host,
+                receiver.port,
+                ae_title=receiver.ae_title,
+                tls_args=(client, "localhost"),
+            )
+            assert assoc.send_c_store(ds).Status == 0x0000
+            asked = request([ds])
+            assoc.send_n_action(asked, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID)
+            assoc.release()
+            report = catcher.wait()
+        finally:
+            server.shutdown()
+            receiver.scp.stop()
         assert catcher.event_type == 1
         assert uids(report.ReferencedSOPSequence) == {str(ds.SOPInstanceUID)}
