@@ -180,11 +180,38 @@ class TestQido:
         assert response.status_code == 200
         assert "fuzzymatching" in response.headers["warning"]
 
-    def test_an_unknown_attribute_answers_422(self, web: Web) -> None:
+    @pytest.mark.parametrize(
+        ("params", "named"),
+        [
+            ({"NotAnAttribute": "1"}, "NotAnAttribute"),
+            ({"00100020.00100021": "x"}, "00100020.00100021"),  # nested: not matched
+            ({"emptyvaluematching": "true"}, "emptyvaluematching"),
+            ({"multiplevaluematching": "true"}, "multiplevaluematching"),
+            ({"includefield": "00081110.00081150"}, "includefield=00081110.00081150"),
+            ({"x<script>": "1"}, "an unknown parameter"),  # not echoed
+        ],
+    )
+    def test_what_the_search_does_not_support_is_ignored_with_a_warning(
+        self, web: Web, params: dict[str, str], named: str
+    ) -> None:
         with web.http() as http:
-            response = http.get("/dicomweb/studies", params={"NotAnAttribute": "1"})
-        assert response.status_code == 422
-        assert response.json()["error"] == "invalid"
+            response = http.get("/dicomweb/studies", params=params)
+        assert response.status_code == 200
+        assert f"not supported: {named}" in response.headers["warning"]
+        assert len(response.json()) == 1
+
+    def test_a_cache_buster_is_ignored_quietly(self, web: Web) -> None:
+        with web.http() as http:
+            response = http.get("/dicomweb/studies", params={"_": "1733500000"})
+        assert response.status_code == 200
+        assert "warning" not in response.headers
+        assert len(response.json()) == 1
+
+    def test_a_malformed_limit_is_a_bad_request(self, web: Web) -> None:
+        with web.http() as http:
+            response = http.get("/dicomweb/studies", params={"limit": "ten"})
+        assert response.status_code == 400
+        assert response.json()["detail"] == "limit must be a non-negative integer"
 
 
 class TestWado:

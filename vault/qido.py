@@ -5,11 +5,16 @@ catalog filters of :mod:`vault.pseudonymised_index` for the matching keys
 this service supports on pseudonymised values (Study, Series and SOP
 Instance UIDs as UID lists, Modality and ModalitiesInStudy, SOP Class UID,
 PatientID with ``*`` and ``?`` wildcards on the pseudonym), ``limit`` and
-``offset``, and ``includefield``. Matching keys it does not support are
+``offset``, and ``includefield``. What it does not support is ignored and
 reported in :attr:`Search.ignored` (answered with a ``Warning`` header, as
-PS3.18 asks) and their attributes returned; empty values only ask for the
-attribute. :func:`render` builds one result from the catalog's values and
-the pseudonymised header of a representative instance.
+PS3.18 asks): matching keys on other attributes (their attributes are still
+returned), nested (dotted) keys, ``fuzzymatching=true``,
+``emptyvaluematching`` and ``multiplevaluematching``, and parameters that
+name no attribute (a cache-buster ``_=...``: a parameter starting with ``_``
+is ignored without a word). Empty values only ask for the attribute. Only a
+malformed ``limit`` or ``offset`` is refused (400). :func:`render` builds one
+result from the catalog's values and the pseudonymised header of a
+representative instance.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from vault.dicom_headers import dicom_json
-from vault.errors import InvalidInput
+from vault.errors import BadRequest
 from vault.pseudonymised_index import Filters
 
 MAX_RESULTS = 1000
@@ -72,6 +77,7 @@ _MATCHING = {
     },
 }  # fmt: skip
 _CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
+_UNSUPPORTED_CONTROL = {"emptyvaluematching", "multiplevaluematching"}
 
 
 @dataclass(frozen=True)
@@ -91,15 +97,17 @@ class Search:
         return None if self.includes is None else DEFAULT_TAGS[self.level] | self.includes
 
 
-def _keyword(name: str) -> str:
-    """The attribute keyword a query parameter names (keyword or ``ggggeeee``)."""
+def _keyword(name: str) -> str | None:
+    """The attribute keyword a query parameter names (keyword or ``ggggeeee``), if any."""
     if len(name) == 8 and all(c in "0123456789abcdefABCDEF" for c in name):
-        keyword = keyword_for_tag(int(name, 16))
-        if keyword:
-            return keyword
-    elif tag_for_keyword(name) is not None:
-        return name
-    raise InvalidInput("a query parameter names no DICOM attribute this service knows")
+        return keyword_for_tag(int(name, 16)) or None
+    return name if tag_for_keyword(name) is not None else None
+
+
+def _shown(name: str) -> str:
+    """A parameter name fit to quote in a Warning header (it comes from the caller)."""
+    plain = all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
+    return name if plain and len(name) <= 64 else "an unknown parameter"
 
 
 def _values(value: str) -> tuple[str, ...]:
@@ -111,17 +119,21 @@ def _count(params: dict[str, str], name: str, default: int) -> int:
     if value is None or value == "":
         return default
     if not value.isdigit():
-        raise InvalidInput(f"{name} must be a non-negative integer")
+        raise BadRequest(f"{name} must be a non-negative integer")
     return int(value)
 
 
-def _includes(values: Iterable[str]) -> frozenset[int] | None:
+def _includes(values: Iterable[str], ignored: list[str]) -> frozenset[int] | None:
     tags: set[int] = set()
     for value in values:
         for name in _values(value):
             if name == "all":
                 return None
-            tags.add(int(tag_for_keyword(_keyword(name)) or 0))
+            keyword = _keyword(name)
+            if keyword is None:  # a nested (dotted) path, or no attribute
+                ignored.append(f"includefield={_shown(name)}")
+            else:
+                tags.add(int(tag_for_keyword(keyword) or 0))
     return frozenset(tags)
 
 
@@ -129,7 +141,7 @@ def parse_search(level: Level, query: Iterable[tuple[str, str]], **scope: str) -
     """The search ``query`` asks for at ``level``, within ``scope`` (path UIDs by keyword).
 
     Raises:
-        InvalidInput: an unknown attribute, or a malformed ``limit`` or ``offset``.
+        BadRequest: a malformed ``limit`` or ``offset``.
     """
     pairs = list(query)
     control = {name: value for name, value in pairs if name in _CONTROL}
@@ -137,9 +149,15 @@ def parse_search(level: Level, query: Iterable[tuple[str, str]], **scope: str) -
     ignored: list[str] = []
     extra: set[int] = set()
     for name, value in pairs:
-        if name in _CONTROL or "." in name:
+        if name in _CONTROL or name.startswith("_"):
+            continue
+        if name in _UNSUPPORTED_CONTROL:
+            ignored.append(name)
             continue
         keyword = _keyword(name)
+        if keyword is None:  # a nested (dotted) key, a control we lack, or no attribute
+            ignored.append(_shown(name))
+            continue
         extra.add(int(tag_for_keyword(keyword) or 0))
         if not value or value == "*":
             continue
@@ -149,7 +167,7 @@ def parse_search(level: Level, query: Iterable[tuple[str, str]], **scope: str) -
             ignored.append(keyword)
     if control.get("fuzzymatching", "false").lower() == "true":
         ignored.append("fuzzymatching")  # exact and wildcard matching only
-    includes = _includes(value for name, value in pairs if name == "includefield")
+    includes = _includes((value for name, value in pairs if name == "includefield"), ignored)
     limit = min(_count(control, "limit", MAX_RESULTS), MAX_RESULTS)
     return Search(
         level,
