@@ -3,25 +3,44 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 import secrets
 from collections.abc import Iterator
 
 import pytest
 
-from vault.logs import OWN_LOGGERS, configure_logging
+from vault.logs import OWN_LOGGERS, UVICORN_LOGGERS, configure_logging
 
 
 @pytest.fixture
 def fresh_logging() -> Iterator[None]:
-    """Put the root handlers and the levels back as they were after the test."""
+    """Put the root handlers and the levels back as they were after the test
+    (uvicorn's loggers too: servers of other tests configure them their way)."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    levels = {name: logging.getLogger(name).level for name in (*OWN_LOGGERS, "pynetdicom")}
+    names = (*OWN_LOGGERS, *UVICORN_LOGGERS, "pynetdicom")
+    saved = {
+        name: (logger.level, list(logger.handlers), logger.propagate)
+        for name in names
+        for logger in [logging.getLogger(name)]
+    }
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    for name, saved in levels.items():
-        logging.getLogger(name).setLevel(saved)
+    for name, (was_level, was_handlers, was_propagating) in saved.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(was_level)
+        logger.handlers[:] = was_handlers
+        logger.propagate = was_propagating
+
+
+@pytest.fixture
+def uvicorn_configured_its_way() -> None:
+    """uvicorn's loggers as its own logging configuration leaves them (as a server of
+    another test, or an operator running ``uvicorn`` directly, would)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    logging.config.dictConfig(LOGGING_CONFIG)
 
 
 @pytest.mark.usefixtures("fresh_logging")
@@ -58,6 +77,7 @@ class TestConfigureLogging:
         assert "expired 2 studies" not in err
         assert err.count("the store is gone") == 1
 
+    @pytest.mark.usefixtures("uvicorn_configured_its_way")
     def test_a_traceback_keeps_its_frames_and_types_but_never_an_exceptions_message(
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -82,6 +102,7 @@ class TestConfigureLogging:
         assert "The above exception was the direct cause of the following exception" in err
         assert "builtins.RuntimeError (message withheld" in err
 
+    @pytest.mark.usefixtures("uvicorn_configured_its_way")
     def test_uvicorns_server_messages_use_the_vaults_format(
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:

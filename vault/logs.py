@@ -30,6 +30,7 @@ from types import TracebackType
 from vault.pydicom_quiet import RedactValues
 
 OWN_LOGGERS = ("vault", "dicom_ingest", "deidentify", "crypto", "uvicorn.error")
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WITHHELD = "(message withheld: it may quote data)"
 
@@ -91,3 +92,15 @@ def configure_logging(level: str = "info") -> None:
     root.setLevel(logging.WARNING)
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(level.upper())
+    _through_the_vault_handler(UVICORN_LOGGERS)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # no line per request
+
+
+def _through_the_vault_handler(names: tuple[str, ...]) -> None:
+    """Send these loggers' records to the root handler only: a server started with
+    uvicorn's own logging configuration would otherwise print them, tracebacks
+    and all, through handlers of its own."""
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
