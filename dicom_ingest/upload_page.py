@@ -47,7 +47,10 @@ router = APIRouter(tags=["uploads"])
 UploaderPage = Annotated[Principal, Depends(require(Permission.UPLOAD, page=True))]
 Uploader = Annotated[Principal, Depends(require(Permission.UPLOAD))]
 Id = Annotated[str, Path(max_length=32)]
-THUMBNAIL_CACHE = "private, max-age=3600"
+# A preview of an original image, which may show burned-in patient details:
+# kept in no browser cache, where it would outlive the session on a shared
+# hospital computer.
+THUMBNAIL_CACHE = "no-store"
 _NOT_FOUND: dict[int | str, dict[str, str]] = {
     404: {"description": "unknown, not the caller's own upload, or its case is out of reach"},
 }

@@ -256,6 +256,19 @@ class TestOneTimeLinks:
         self._set(auth_world, token, "a brand new passphrase")
         assert auth_world.client.get("/api/me").status_code == 401
 
+    def test_setting_a_password_revokes_the_accounts_api_tokens(
+        self, auth_world: AuthWorld
+    ) -> None:
+        account = auth_world.add_user("e@maker.example", "engineer", "Maker")
+        api_token = auth_world.token(account)
+        bearer = {"Authorization": f"Bearer {api_token}"}
+        assert auth_world.client.get("/api/me", headers=bearer).status_code == 200
+        with auth_world.vault.catalog.session() as session:
+            link = auth_world.auth.links.issue(session, account.user_id, "reset")
+        assert self._set(auth_world, link, "a brand new passphrase") == 200
+        # whoever knew the old password may have made this token
+        assert auth_world.client.get("/api/me", headers=bearer).status_code == 401
+
 
 @pytest.mark.parametrize("role", ["clinician", "engineer", "dpo", "admin"])
 class TestEveryRoleNeedsTheSecondFactor:

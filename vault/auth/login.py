@@ -57,21 +57,49 @@ class Authenticator:
     # --- password step ---------------------------------------------------
 
     def password_step(self, email: str, password: str, remote: str | None) -> Outcome:
-        """Check e-mail and password; on success a pending session (TOTP or enrolment)."""
+        """Check e-mail and password; on success a pending session (TOTP or enrolment).
+
+        Three steps, so that the slow password hash runs in no transaction
+        (on SQLite, a write transaction holds the whole catalog): the attempt
+        is counted first (:meth:`Throttle.attempt`, which no number of
+        parallel guesses gets past), then the password is checked, then the
+        outcome is written.
+        """
         keys = (account_key(email), address_key(remote))
         with self.vault.catalog.session() as session:
-            if self.throttle.locked(session, *keys):
+            if not self.throttle.attempt(session, *keys):
                 self._record(session, "anonymous", "auth.login", "refused-locked", remote)
                 return Outcome(refusal="locked")
             user = session.scalar(select(User).where(User.email == email.strip().lower()))
-            stored = user.password_hash if user is not None else None
-            if not self.passwords.verify(stored, password) or user is None or user.disabled:
-                return self._fail(session, user, keys, remote, "credentials")
-            self._maybe_rehash(user, password)
+            user_id, stored = (user.id, user.password_hash) if user is not None else (None, None)
+        right = self.passwords.verify(stored, password)
+        rehashed = self._rehash(stored, password) if right else None
+        with self.vault.catalog.session() as session:
+            user = session.get(User, user_id) if user_id is not None else None
+            if not right or user is None or user.disabled:
+                return self._counted_failure(session, user, keys, remote, "credentials")
+            self.throttle.not_a_failure(session, *keys)
+            if rehashed is not None and user.password_hash == stored:
+                user.password_hash = rehashed
             stage = "totp" if user.totp_confirmed_at is not None else "enrol"
             cookie = self.sessions.start(session, user.id, stage, remote)
             self._record(session, f"user:{user.id}", "auth.password", "success", remote)
             return Outcome(cookie=cookie, stage=stage)
+
+    def _counted_failure(
+        self,
+        session: Session,
+        user: User | None,
+        keys: tuple[str, str],
+        remote: str | None,
+        why: str,
+    ) -> Outcome:
+        actor = f"user:{user.id}" if user is not None else "anonymous"
+        locked = self.throttle.confirm_failure(session, *keys)  # counters before the log
+        self._record(session, actor, "auth.login", f"failure-{why}", remote)
+        if locked:
+            self._record(session, actor, "auth.lockout", "locked", remote)
+        return Outcome(refusal=why)
 
     def _fail(
         self,
@@ -82,14 +110,19 @@ class Authenticator:
         why: str,
     ) -> Outcome:
         actor = f"user:{user.id}" if user is not None else "anonymous"
+        # The counters' rows before the access log's, in every path: on
+        # PostgreSQL, two orders of taking them would deadlock.
+        locked = self.throttle.failure(session, *keys)
         self._record(session, actor, "auth.login", f"failure-{why}", remote)
-        if self.throttle.failure(session, *keys):
+        if locked:
             self._record(session, actor, "auth.lockout", "locked", remote)
         return Outcome(refusal=why)
 
-    def _maybe_rehash(self, user: User, password: str) -> None:
-        if user.password_hash and self.passwords.needs_rehash(user.password_hash):
-            user.password_hash = self.passwords.hash(password)
+    def _rehash(self, stored: str | None, password: str) -> str | None:
+        """A new hash of ``password`` if ``stored`` was made with older parameters."""
+        if stored and self.passwords.needs_rehash(stored):
+            return self.passwords.hash(password)
+        return None
 
     # --- second factor ---------------------------------------------------
 
@@ -139,7 +172,9 @@ class Authenticator:
         row = self.sessions.find(session, cookie)
         if row is None or row.stage != stage:
             return None, None
-        user = session.get(User, row.user_id)
+        # Held to the end of the transaction: two codes sent at once for one
+        # account are checked one after the other, so a code is used once.
+        user = session.get(User, row.user_id, with_for_update=True)
         return (row, user) if user is not None and not user.disabled else (None, None)
 
     def _accept_code(self, user: User, code: str) -> bool:
@@ -178,7 +213,9 @@ class Authenticator:
                 self._record(session, "anonymous", "auth.password-set", "failure-link", remote)
                 return False
             user.password_hash = new_hash
+            # Whoever knew the old password may have made tokens: they go too.
             self.sessions.end_all(session, user.id)
+            self.tokens.revoke_all(session, user.id)
             self._record(session, f"user:{user.id}", "auth.password-set", "success", remote)
             return True
 

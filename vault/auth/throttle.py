@@ -3,15 +3,25 @@
 Counters live in the catalog (shared by every API process) under a key per
 account (``acct:`` and the SHA-256 of the lower-cased e-mail, so unknown
 addresses are counted, and locked, exactly like known ones) and per client
-address (``addr:``). Reaching the threshold within the lock-out window locks
-the key for the lock-out duration; time comes from the injected clock.
+address (``addr:``; an IPv6 client by its /64, which one host can fill with
+addresses). Reaching the threshold within the lock-out window locks the key
+for the lock-out duration; time comes from the injected clock.
+
+Every read-modify-write of a counter holds its row (``SELECT ... FOR
+UPDATE`` on PostgreSQL; SQLite's write transaction holds the database), so
+attempts made at the same moment are all counted. :meth:`Throttle.attempt`
+counts an attempt *before* the slow password check, so that no number of
+parallel guesses gets past the threshold; :meth:`Throttle.not_a_failure`
+takes it back when the password was right.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from datetime import datetime, timedelta
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from vault.catalog.accounts import LoginThrottle
@@ -24,7 +34,24 @@ def account_key(email: str) -> str:
 
 
 def address_key(remote: str | None) -> str:
-    return "addr:" + (remote or "unknown")[:64]
+    """The counter key of a client address (``host`` or ``host:port``)."""
+    return "addr:" + _client(remote or "unknown")[:64]
+
+
+def _client(remote: str) -> str:
+    if remote.startswith("[") and "]" in remote:  # [v6]:port
+        host = remote[1 : remote.index("]")]
+    else:  # v4:port, or a bare address
+        host = remote.rsplit(":", 1)[0] if remote.count(":") == 1 else remote
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return remote
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class Throttle:
@@ -45,29 +72,86 @@ class Throttle:
                 return True
         return False
 
+    def attempt(self, session: Session, *keys: str) -> bool:
+        """Count an attempt about to be checked, unless a key refuses it.
+
+        A key refuses while locked, or once its failures (those in flight
+        included) reach its threshold, which locks it. Returns False, having
+        counted nothing, when refused. A counted attempt then ends with
+        :meth:`confirm_failure` or :meth:`not_a_failure`.
+        """
+        now = self._clock.now()
+        rows = self._rows(session, keys, now)
+        if any([self._refuses(row, now) for row in rows]):
+            return False
+        for row in rows:
+            self._add(row, now)
+        return True
+
+    def confirm_failure(self, session: Session, *keys: str) -> bool:
+        """An attempt counted by :meth:`attempt` failed: True if a key is now locked."""
+        now = self._clock.now()
+        reached = [row for row in self._rows(session, keys, now) if self._at_threshold(row)]
+        for row in reached:
+            self._lock(row, now)
+        return bool(reached)
+
+    def not_a_failure(self, session: Session, *keys: str) -> None:
+        """Take back an attempt counted by :meth:`attempt` that succeeded."""
+        for row in self._rows(session, keys, self._clock.now()):
+            row.failures = max(row.failures - 1, 0)
+
     def failure(self, session: Session, *keys: str) -> bool:
         """Count a failure against each key; True if one of them is now locked."""
         return any([self._count(session, key) for key in keys])
 
     def success(self, session: Session, key: str) -> None:
         """Forget the failures of ``key`` (an account that just logged in)."""
-        row = session.get(LoginThrottle, key)
+        row = session.get(LoginThrottle, key, with_for_update=True)
         if row is not None:
             session.delete(row)
 
+    def _held(self, session: Session, key: str, now: datetime) -> LoginThrottle:
+        """The counter row of ``key`` (made if new), locked for this transaction."""
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else None
+        statement = (insert or sqlite.insert)(LoginThrottle.__table__).values(
+            key=key, failures=0, window_start=now
+        )
+        session.execute(statement.on_conflict_do_nothing(index_elements=["key"]))
+        row = session.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
+        assert row is not None  # just made, or there already
+        return row
+
+    def _rows(self, session: Session, keys: tuple[str, ...], now: datetime) -> list[LoginThrottle]:
+        return [self._held(session, key, now) for key in keys]
+
     def _count(self, session: Session, key: str) -> bool:
         now = self._clock.now()
-        row = session.get(LoginThrottle, key)
-        if row is None:
-            row = LoginThrottle(key=key, failures=0, window_start=now)
-            session.add(row)
+        row = self._held(session, key, now)
+        self._add(row, now)
+        if self._at_threshold(row):
+            self._lock(row, now)
+            return True
+        return False
+
+    def _add(self, row: LoginThrottle, now: datetime) -> None:
         if self._expired(row, now):
             row.failures, row.window_start, row.locked_until = 0, now, None
         row.failures += 1
-        if row.failures >= self._threshold(key):
-            row.locked_until, row.failures, row.window_start = now + self._window, 0, now
+
+    def _refuses(self, row: LoginThrottle, now: datetime) -> bool:
+        if row.locked_until is not None and row.locked_until > now:
+            return True
+        if not self._expired(row, now) and self._at_threshold(row):
+            self._lock(row, now)
             return True
         return False
+
+    def _at_threshold(self, row: LoginThrottle) -> bool:
+        return row.failures >= self._threshold(row.key)
+
+    def _lock(self, row: LoginThrottle, now: datetime) -> None:
+        row.locked_until, row.failures, row.window_start = now + self._window, 0, now
 
     def _expired(self, row: LoginThrottle, now: datetime) -> bool:
         if row.locked_until is not None:
