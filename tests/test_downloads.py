@@ -141,6 +141,13 @@ class TestRefusals:
         assert response.status_code == 404
         assert response.json()["error"] == "not-found"
 
+    def test_another_engineers_instance_answers_as_an_unknown_one(self, world: World) -> None:
+        client = world.as_user(world.other_engineer)
+        row = instance_rows(world.vault, world.study)[0]
+        theirs = client.get(f"/api/engineer/instances/{row.id}")
+        unknown = client.get(f"/api/engineer/instances/{'0' * 32}")
+        assert (theirs.status_code, theirs.json()) == (unknown.status_code, unknown.json())
+
     def test_token_bound_to_another_case_answers_404(self, world: World) -> None:
         other = make_case(world.vault, "DL-CASE-3")
         assign(world.vault, other.case_id, world.engineer)

@@ -290,7 +290,11 @@ def served_instance(
     row = session.get(PseudonymisedInstance, pseudo_instance_id)
     if row is None:
         raise NotFound("no such instance")
-    require_done(reachable_study(session, principal, row.pseudo_study_id))
+    try:
+        study = reachable_study(session, principal, row.pseudo_study_id)
+    except NotFound:
+        raise NotFound("no such instance") from None  # told apart from unknown by nothing
+    require_done(study)
     if row.state != "done":
         raise NotFound("no such instance")
     return stored_of(row)
