@@ -20,6 +20,8 @@ import httpx
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from sqlalchemy import select
 
 from dicom_ingest.synthetic import SyntheticPatient
@@ -267,6 +269,21 @@ class TestWado:
         assert response.status_code == status
         if status == 406:
             assert response.json()["error"] == "not-acceptable"
+
+    def test_a_study_in_two_syntaxes_is_served_to_ranges_that_name_both(self, web: Web) -> None:
+        world = web.world
+        datasets = two_series(seed=12, slices=(1, 1))
+        datasets[-1].file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        study = pseudonymise(world.vault, ingest(world.case, datasets))
+        path = f"/dicomweb/studies/{pseudo_study(world.vault, study).pseudo_study_uid}"
+        explicit = f"{DICOM_ACCEPT}; transfer-syntax={ExplicitVRLittleEndian}"
+        implicit = f"{DICOM_ACCEPT}; transfer-syntax={ImplicitVRLittleEndian}"
+        with web.http() as http:
+            only_one = http.get(path, headers={"Accept": explicit})
+        parts = multipart_parts(web, path, accept=f"{explicit}, {implicit}")
+        assert only_one.status_code == 406
+        syntaxes = {str(dcmread(io.BytesIO(part)).file_meta.TransferSyntaxUID) for part in parts}
+        assert syntaxes == {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 
     def test_a_tampered_first_instance_answers_an_error_before_any_data(self, web: Web) -> None:
         world = web.world

@@ -3,9 +3,15 @@
 Instances are served as stored (bit-identical to the archive members), in
 their stored transfer syntax; nothing is transcoded. :func:`check_accept`
 therefore accepts ``multipart/related; type="application/dicom"`` with no
-``transfer-syntax`` parameter, ``*``, or one naming every instance's stored
-syntax (and ``*/*`` or ``multipart/*``), and refuses anything else with
-:class:`~vault.errors.NotAcceptable` (406). :class:`Multipart` lays out the
+``transfer-syntax`` parameter or ``*`` (and ``*/*`` or ``multipart/*``), or
+media ranges whose syntaxes together cover every instance's stored syntax
+(a study stored in two syntaxes is served to ``Accept`` listing both, each
+part naming its own), and refuses anything else with
+:class:`~vault.errors.NotAcceptable` (406). Since DICOM 2016c, a request
+without ``transfer-syntax`` asks for Explicit VR Little Endian; serving the
+stored syntax instead is a deliberate departure: the engineers' copies stay
+bit-identical to the archive, and pydicom, dicomweb-client and 3D Slicer read
+every syntax the policy admits. :class:`Multipart` lays out the
 body: the parts' headers are fixed, so the exact length is known before a
 byte is sent, and :meth:`Multipart.stream` produces it with each instance's
 bytes read through the decrypting reader (constant memory).
@@ -42,24 +48,27 @@ def _media_ranges(accept: str) -> Iterator[_MediaRange]:
             yield _MediaRange(media.lower(), params)
 
 
-def _serves(media_range: _MediaRange, syntaxes: set[str]) -> bool:
+def _syntax_allowed(media_range: _MediaRange) -> str | None:
+    """The transfer syntax a media range allows (``*`` for any), or None if no DICOM."""
     if media_range.media in ("*/*", "multipart/*"):
-        return True
+        return _ANY_SYNTAX
     if media_range.media != "multipart/related":
-        return False
+        return None
     if media_range.params.get("type", DICOM).lower() not in (DICOM, "application/*", "*/*"):
-        return False
-    syntax = media_range.params.get("transfer-syntax", _ANY_SYNTAX)
-    return syntax == _ANY_SYNTAX or syntaxes <= {syntax}
+        return None
+    return media_range.params.get("transfer-syntax", _ANY_SYNTAX)
 
 
 def check_accept(accept: str | None, syntaxes: set[str]) -> None:
-    """Accept the request if it allows instances in their stored ``syntaxes``.
+    """Accept the request if its media ranges together allow every stored syntax.
 
     Raises:
-        NotAcceptable: no acceptable media range can be served as stored.
+        NotAcceptable: some instance's stored syntax is not acceptable.
     """
-    if not accept or any(_serves(item, syntaxes) for item in _media_ranges(accept)):
+    if not accept:
+        return
+    allowed = {_syntax_allowed(item) for item in _media_ranges(accept)} - {None}
+    if _ANY_SYNTAX in allowed or syntaxes <= allowed:
         return
     raise NotAcceptable(
         'instances are served as multipart/related; type="application/dicom" '
