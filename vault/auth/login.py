@@ -77,7 +77,7 @@ class Authenticator:
         with self.vault.catalog.session() as session:
             user = session.get(User, user_id) if user_id is not None else None
             if not right or user is None or user.disabled:
-                return self._counted_failure(session, user, keys, remote, "credentials")
+                return self._fail(session, user, keys, remote, "credentials", counted=True)
             self.throttle.not_a_failure(session, *keys)
             if rehashed is not None and user.password_hash == stored:
                 user.password_hash = rehashed
@@ -86,21 +86,6 @@ class Authenticator:
             self._record(session, f"user:{user.id}", "auth.password", "success", remote)
             return Outcome(cookie=cookie, stage=stage)
 
-    def _counted_failure(
-        self,
-        session: Session,
-        user: User | None,
-        keys: tuple[str, str],
-        remote: str | None,
-        why: str,
-    ) -> Outcome:
-        actor = f"user:{user.id}" if user is not None else "anonymous"
-        locked = self.throttle.confirm_failure(session, *keys)  # counters before the log
-        self._record(session, actor, "auth.login", f"failure-{why}", remote)
-        if locked:
-            self._record(session, actor, "auth.lockout", "locked", remote)
-        return Outcome(refusal=why)
-
     def _fail(
         self,
         session: Session,
@@ -108,11 +93,15 @@ class Authenticator:
         keys: tuple[str, str],
         remote: str | None,
         why: str,
+        *,
+        counted: bool = False,
     ) -> Outcome:
+        """Refuse, recording the failure; ``counted``: :meth:`Throttle.attempt` counted it."""
         actor = f"user:{user.id}" if user is not None else "anonymous"
         # The counters' rows before the access log's, in every path: on
         # PostgreSQL, two orders of taking them would deadlock.
-        locked = self.throttle.failure(session, *keys)
+        throttle = self.throttle
+        locked = (throttle.confirm_failure if counted else throttle.failure)(session, *keys)
         self._record(session, actor, "auth.login", f"failure-{why}", remote)
         if locked:
             self._record(session, actor, "auth.lockout", "locked", remote)
