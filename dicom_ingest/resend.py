@@ -29,9 +29,11 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
-# The largest pair of files compared in memory (each): a CT or MR slice is a
-# few hundred kilobytes, an enhanced multi-frame object can be far larger.
-COMPARE_LIMIT_BYTES = 64 << 20
+# The largest resend held in memory for the comparison (each resend being
+# compared holds this much at most, so concurrent ones stay bounded): a CT or
+# MR slice is a few hundred kilobytes; a larger object that differs from the
+# stored one in its bytes stays a conflict.
+COMPARE_LIMIT_BYTES = 16 << 20
 
 # What reading or decoding either file may raise: then it is not the same instance.
 _UNREADABLE = (
