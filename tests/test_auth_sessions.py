@@ -45,6 +45,13 @@ class TestSessionCookie:
             assert attribute in header
         assert "domain=" not in header
 
+    def test_the_login_forms_nonce_cookie_is_host_only_too(self, auth_world: AuthWorld) -> None:
+        response = auth_world.client.get("/login")
+        header = _set_cookie_header(response, "__Host-vault_form").lower()
+        for attribute in ("httponly", "secure", "samesite=strict", "path=/"):
+            assert attribute in header
+        assert "domain=" not in header
+
     def test_cookie_without_secure_when_configured_for_plain_http(self, tmp_path: Path) -> None:
         settings = auth_test_settings(tmp_path / "data", cookie_secure=False)
         with TestClient(create_app(settings, clock=FrozenClock(START))) as client:

@@ -25,7 +25,16 @@ from vault.auth.sessions import cookie_name
 from vault.errors import InvalidInput
 
 router = APIRouter(tags=["auth"], include_in_schema=False)
-FORM_NONCE_COOKIE = "vault_form"
+FORM_NONCE = "vault_form"
+
+
+def _nonce_cookie(request: Request) -> str:
+    """The login forms' nonce cookie: ``__Host-`` when secure, as the session's, so that
+    no other host of the domain can plant one and defeat the forms' CSRF check."""
+    secure = request.app.state.vault.settings.auth.cookie_secure
+    return f"__Host-{FORM_NONCE}" if secure else FORM_NONCE
+
+
 SecondFactor = Annotated[Principal, Depends(require(Permission.SECOND_FACTOR, page=True))]
 Account = Annotated[Principal, Depends(require(Permission.ACCOUNT, page=True))]
 
@@ -50,12 +59,12 @@ def _with_nonce(request: Request, page: str, *, status_code: int = 200, **ctx: o
     """A public form page with a fresh double-submit nonce (cookie + field)."""
     nonce = new_secret()
     response = render(request, page, status_code=status_code, form_nonce=nonce, **ctx)
-    _set_cookie(response, request, FORM_NONCE_COOKIE, nonce)
+    _set_cookie(response, request, _nonce_cookie(request), nonce)
     return response
 
 
 def _nonce_ok(request: Request, submitted: str) -> bool:
-    cookie = request.cookies.get(FORM_NONCE_COOKIE)
+    cookie = request.cookies.get(_nonce_cookie(request))
     return bool(cookie) and same(cookie or "", submitted)
 
 
