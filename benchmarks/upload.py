@@ -27,7 +27,9 @@ the object's write and syncs and one catalog commit, nothing else). Last,
 the least any design that encrypts and syncs each file before answering
 would pay: one ``fdatasync`` of bytes written into preallocated space
 (:func:`benchmarks._common.data_sync_ms`), and that plus AES-256-GCM and
-SHA-256 of the file (:func:`benchmarks._common.seal_and_hash_ms`).
+SHA-256 of the file (:func:`benchmarks._common.seal_and_hash_ms`); and the
+vault's own ingest pipeline on the same files in-process, with no HTTP around
+it (:func:`benchmarks._common.pipeline_ms`), wall and CPU per file.
 
 Run from the repository root::
 
@@ -58,6 +60,7 @@ from benchmarks._common import (
     data_sync_ms,
     durable_write_ms,
     parse_args,
+    pipeline_ms,
     report,
     seal_and_hash_ms,
 )
@@ -257,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             Figure("durable-write floor per file, this disk", floor, "ms", higher_is_better=False)
         )
         figures += _least_any_design(root / "sync", len(study[0]))
+        figures += _pipeline_alone(root / "pipeline", study)
         if not args.quick:
             figures += _large_run(root / "vault-large", args, base_rss)
     report(figures, args, title=f"upload, {slices} slices ({size:.0f} MB)")
@@ -279,6 +283,16 @@ def _least_any_design(directory: Path, size: int) -> list[Figure]:
         Figure(
             "one fdatasync + AES-GCM and SHA-256 of the file", sealed, "ms", higher_is_better=False
         ),
+    ]
+
+
+def _pipeline_alone(directory: Path, study: list[bytes]) -> list[Figure]:
+    """The vault's ingest pipeline on the same files, in-process, with no HTTP around it:
+    what any way of carrying the files to this pipeline would start from."""
+    wall, cpu = pipeline_ms(directory, study)
+    return [
+        Figure("vault ingest pipeline alone (no HTTP), per file", wall, "ms", None, False),
+        Figure("vault ingest pipeline alone, CPU per file", cpu, "ms", None, False),
     ]
 
 

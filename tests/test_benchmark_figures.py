@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks._common import Figure, data_sync_ms, seal_and_hash_ms, write_json
+from benchmarks._common import Figure, data_sync_ms, pipeline_ms, seal_and_hash_ms, write_json
 
 
 class TestFigures:
@@ -49,3 +49,19 @@ class TestFloors:
 
     def test_sealing_and_hashing_is_measured_over_every_segment(self) -> None:
         assert seal_and_hash_ms(3 * 64 * 1024 + 1, count=2) > 0
+
+    def test_the_pipeline_alone_stores_every_file_it_is_given(self, tmp_path: Path) -> None:
+        from dicom_ingest.synthetic import encode, make_ct_series
+        from vault.catalog.models import Instance
+        from vault.core import open_vault
+        from vault.settings import Settings
+
+        files = [encode(ds) for ds in make_ct_series(3, rows=16, columns=16, seed=4)]
+        wall, cpu = pipeline_ms(tmp_path / "data", files)
+        assert wall > 0 and cpu > 0
+        vault = open_vault(Settings(data_dir=tmp_path / "data"))
+        try:
+            with vault.catalog.session() as session:
+                assert session.query(Instance).count() == 3
+        finally:
+            vault.close()
