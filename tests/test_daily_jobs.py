@@ -15,11 +15,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from deidentify.tasks import create_celery_app
 from dicom_ingest.synthetic import encode, make_ct_series
 from tests.services.vault_env import CaseContext
+from vault.auth.throttle import Throttle, account_key, address_key
 from vault.backup import list_backups
+from vault.catalog.accounts import LoginThrottle
 from vault.catalog.models import Study
 from vault.clock import FrozenClock
 from vault.core import Vault, open_vault
@@ -115,6 +118,26 @@ class TestTheJobs:
         with vault.catalog.session() as session:
             assert session.get(Study, study_id) is None
         assert len(list_backups(vault)) == 1
+
+    def test_the_purge_forgets_login_counters_that_hold_nothing(
+        self, embedded_vault: Vault
+    ) -> None:
+        vault = embedded_vault
+        throttle = Throttle(vault.settings.auth, vault.clock)
+        threshold = vault.settings.auth.lockout_threshold
+        with vault.catalog.session() as session:  # counters whose window will be over
+            throttle.attempt(session, account_key("ok@a.example"), address_key("192.0.2.1"))
+            for _ in range(threshold):
+                throttle.failure(session, account_key("was-locked@a.example"))
+        _advance(vault, timedelta(minutes=vault.settings.auth.lockout_minutes + 1))
+        with vault.catalog.session() as session:  # counters still holding something
+            throttle.attempt(session, address_key("192.0.2.2"))
+            for _ in range(threshold):
+                throttle.failure(session, account_key("locked@a.example"))
+        DAILY_JOBS["purge"](vault)
+        with vault.catalog.session() as session:
+            kept = set(session.scalars(select(LoginThrottle.key)))
+        assert kept == {address_key("192.0.2.2"), account_key("locked@a.example")}
 
     def test_a_backup_is_taken_once_a_day(self, embedded_vault: Vault) -> None:
         assert run_daily_jobs(embedded_vault)["backup"] == 1

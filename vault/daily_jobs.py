@@ -6,7 +6,9 @@ Three jobs, each a plain function of a vault:
   covers (:func:`vault.retention.expire_studies`), then close browser uploads
   abandoned half-way;
 - ``purge``: delete access-log records past their 12 months
-  (:func:`vault.audit_retention.purge_audit`, with its signed checkpoint);
+  (:func:`vault.audit_retention.purge_audit`, with its signed checkpoint),
+  and the login counters that hold nothing any more (each names a client
+  address: :meth:`vault.auth.throttle.Throttle.forget_idle`);
 - ``backup``: take an encrypted catalog backup when the newest is
   ``retention.backup_every_days`` old (0: never; backups are then the
   operator's), which also deletes those past their 6-month rotation
@@ -31,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from crypto.errors import CryptoError
 from vault.audit_retention import purge_audit
+from vault.auth.throttle import Throttle
 from vault.backup import create_backup, list_backups
 from vault.core import Vault
 from vault.errors import VaultError
@@ -54,8 +57,11 @@ def expire_job(vault: Vault) -> int:
 
 
 def purge_job(vault: Vault) -> int:
-    """Purge the access log past its retention; records deleted."""
-    return purge_audit(vault)
+    """Purge the access log past its retention, and idle login counters; records deleted."""
+    purged = purge_audit(vault)
+    with vault.catalog.session() as session:
+        Throttle(vault.settings.auth, vault.clock).forget_idle(session)
+    return purged
 
 
 def backup_job(vault: Vault) -> int:

@@ -21,6 +21,7 @@ import hashlib
 import ipaddress
 from datetime import datetime, timedelta
 
+from sqlalchemy import delete, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -121,6 +122,17 @@ class Throttle:
         row = session.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
         assert row is not None  # just made, or there already
         return row
+
+    def forget_idle(self, session: Session) -> int:
+        """Delete the counters that no longer hold anything (no lock, window over):
+        a counter names a client address, which is not kept longer than it serves."""
+        now = self._clock.now()
+        table = LoginThrottle.__table__
+        idle = delete(table).where(
+            or_(table.c.locked_until.is_(None), table.c.locked_until <= now),
+            table.c.window_start <= now - self._window,
+        )
+        return int(session.execute(idle).rowcount or 0)  # type: ignore[attr-defined]
 
     def _rows(self, session: Session, keys: tuple[str, ...], now: datetime) -> list[LoginThrottle]:
         return [self._held(session, key, now) for key in keys]
