@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from tests.services.auth_env import (
     BASE_URL,
+    PASSWORD,
     START,
     AuthWorld,
     auth_test_settings,
@@ -127,6 +128,19 @@ class TestLogout:
         replay = auth_world.new_client()
         replay.cookies.set(auth_world.cookie_name, cookie)
         assert replay.get("/api/me").status_code == 401
+
+    def test_a_login_half_way_can_be_cancelled(self, auth_world: AuthWorld) -> None:
+        account = auth_world.add_user("c@a.example", "clinician")
+        assert post_login(auth_world.client, account.email, PASSWORD).status_code == 303
+        pending = auth_world.client.cookies.get(auth_world.cookie_name)
+        assert auth_world.client.get("/login/totp").status_code == 200
+        cancelled = post_form(auth_world.client, "/login/cancel", {})
+        assert (cancelled.status_code, cancelled.headers["location"]) == (303, "/login")
+        with auth_world.vault.catalog.session() as session:
+            assert session.get(LoginSession, digest(pending)) is None
+        replay = auth_world.new_client()
+        replay.cookies.set(auth_world.cookie_name, pending)
+        assert replay.get("/login/totp", follow_redirects=False).headers["location"] == "/login"
 
     def test_logout_is_in_the_access_log(self, auth_world: AuthWorld) -> None:
         account = auth_world.add_user("c@a.example", "clinician")

@@ -102,6 +102,8 @@ MATRIX = (
         {"code": "abc"}),
     row("POST",  "/logout",                              "303 303 303 303 303 303 303 403 401 401",
         {}),
+    row("POST",  "/login/cancel",                        "303 403 403 403 403 403 303 403 401 401",
+        {}),
     row("GET",   "/account/tokens",                      "303 403 200 403 403 403 303 403 401 401"),
     row("POST",  "/account/tokens",                      "303 403 201 403 403 403 303 403 401 401",
         {"name": "matrix"}),

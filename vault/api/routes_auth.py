@@ -189,6 +189,17 @@ def set_password(
 
 @router.post("/logout")
 def logout(request: Request, principal: Account) -> Response:
+    return _end_session(request, principal)
+
+
+@router.post("/login/cancel")
+def cancel_login(request: Request, principal: SecondFactor) -> Response:
+    """End a login half-way (password given, code not yet): on a shared computer
+    the next person finds the password step again, not the code step."""
+    return _end_session(request, principal)
+
+
+def _end_session(request: Request, principal: Principal) -> Response:
     authenticator(request).logout(session_cookie(request) or "", principal, remote_of(request))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(
