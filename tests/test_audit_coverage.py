@@ -272,6 +272,11 @@ COVERAGE: dict[tuple[str, str], Entry] = {
         ask("clinician", "POST", "/logout", form={}),
         (("auth.logout", "success", AUTH),),
     ),
+    ("POST", "/login/cancel"): Entry(  # a pending login of the clinician, ended
+        ask("pending", "POST", "/login/cancel", form={}),
+        (("auth.logout", "success", AUTH),),
+        column="clinician",
+    ),
     ("GET", "/account/tokens"): _get("engineer", "/account/tokens", ()),  # own token names only
     ("POST", "/account/tokens"): entry(
         "engineer",
