@@ -30,7 +30,6 @@ from functools import partial
 from typing import BinaryIO
 
 from sqlalchemy import Connection, insert, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from dicom_ingest._upload_admission import declare
 from dicom_ingest._upload_spool import (
@@ -46,6 +45,7 @@ from dicom_ingest._upload_zip import EntryRefusal, ingest_archive
 from dicom_ingest.pipeline import IngestOrigin, IngestPipeline, IngestResult
 from dicom_ingest.sources import ZipLimits, check_dicomdir, looks_like_dicomdir
 from vault.audit import AuditRecord
+from vault.catalog.db import insert_or_ignore
 from vault.catalog.models import new_id
 from vault.catalog.uploads import UploadFile, UploadInstance
 from vault.core import Vault
@@ -318,10 +318,8 @@ def _link_instances(connection: Connection, target: Target, results: list[Ingest
     }
     if not rows:
         return
-    table = UploadInstance.__table__
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).on_conflict_do_nothing(
-        index_elements=["upload_id", "instance_id"]
+    statement = insert_or_ignore(
+        UploadInstance.__table__, connection.dialect.name, "upload_id", "instance_id"
     )
     linked = list(rows.values())
     for start in range(0, len(linked), _LINK_BATCH):

@@ -22,10 +22,10 @@ import ipaddress
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from vault.catalog.accounts import LoginThrottle
+from vault.catalog.db import insert_or_ignore
 from vault.clock import Clock
 from vault.settings import AuthSettings
 
@@ -114,11 +114,9 @@ class Throttle:
 
     def _held(self, session: Session, key: str, now: datetime) -> LoginThrottle:
         """The counter row of ``key`` (made if new), locked for this transaction."""
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else None
-        statement = (insert or sqlite.insert)(LoginThrottle.__table__).values(
-            key=key, failures=0, window_start=now
-        )
-        session.execute(statement.on_conflict_do_nothing(index_elements=["key"]))
+        dialect = session.get_bind().dialect.name
+        new = insert_or_ignore(LoginThrottle.__table__, dialect, "key")
+        session.execute(new.values(key=key, failures=0, window_start=now))
         row = session.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
         assert row is not None  # just made, or there already
         return row

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -105,3 +106,10 @@ def open_catalog(url: str, *, echo: bool = False, upgrade: bool = True) -> Catal
         sessions=sessionmaker(engine, expire_on_commit=False),
         readers=sessionmaker(reader, expire_on_commit=False),
     )
+
+
+def insert_or_ignore(table: Table, dialect: str, *keys: str) -> Insert:
+    """An INSERT into ``table`` that skips rows whose ``keys`` are already there,
+    for the catalog's ``dialect`` (``sqlite`` or ``postgresql``)."""
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table).on_conflict_do_nothing(index_elements=list(keys))
