@@ -17,7 +17,6 @@ import io
 import logging
 import ssl
 import struct
-import traceback
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +42,7 @@ from dicom_ingest.pipeline import IngestOrigin, IngestPipeline
 from vault.catalog.models import Case
 from vault.core import Vault
 from vault.errors import VaultError, dimse_error_comment, dimse_status
+from vault.logs import withheld_traceback
 from vault.settle import StudySettledHooks
 
 log = logging.getLogger("dicom_ingest.scp")
@@ -127,12 +127,7 @@ def resolve_case(context: ReceiverContext, peer: PeerSession, value: str | None)
 
 def log_unexpected(what: str, exc: BaseException) -> None:
     """Log an unexpected exception by type and frames: its message may quote data."""
-    log.error(
-        "%s failed unexpectedly: %s\n%s",
-        what,
-        type(exc).__name__,
-        "".join(traceback.format_tb(exc.__traceback__)),
-    )
+    log.error("%s failed unexpectedly\n%s", what, withheld_traceback(exc))
 
 
 def refusal(exc: VaultError | CryptoError) -> Dataset:

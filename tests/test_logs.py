@@ -120,3 +120,25 @@ class TestConfigureLogging:
         err = capsys.readouterr().err
         assert "BRIEN" not in err and "ARCY" not in err
         assert err.count("bad value <value> in PatientName") == 2
+
+
+def test_an_unexpected_receiver_failure_is_logged_without_its_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from dicom_ingest._scp_store import log_unexpected
+
+    marker = f"DOE^JANE-{secrets.token_hex(6)}"
+    try:
+        try:
+            int(marker)
+        except ValueError as exc:
+            raise RuntimeError(str(exc)) from exc
+    except RuntimeError as exc:
+        with caplog.at_level(logging.ERROR, logger="dicom_ingest.scp"):
+            log_unexpected("C-STORE", exc)
+    (record,) = caplog.records
+    text = record.getMessage()
+    assert marker[9:] not in text
+    assert text.startswith("C-STORE failed unexpectedly\nTraceback (most recent call last):")
+    assert "builtins.ValueError (message withheld" in text
+    assert "builtins.RuntimeError (message withheld" in text

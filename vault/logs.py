@@ -53,12 +53,17 @@ def _without_messages(exc: traceback.TracebackException) -> Iterator[str]:
     yield f"{name} {WITHHELD}\n"
 
 
+def withheld_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` (its causes too), with frames and exception types only."""
+    text = "".join(_without_messages(traceback.TracebackException.from_exception(exc)))
+    return text.rstrip("\n")
+
+
 class WithheldMessages(logging.Formatter):
     """:data:`FORMAT`, with tracebacks that keep frames and exception types only."""
 
     def formatException(self, ei: ExcInfo) -> str:  # type: ignore[override]
-        text = "".join(_without_messages(traceback.TracebackException(*ei)))
-        return text.rstrip("\n")
+        return withheld_traceback(ei[1])
 
     def format(self, record: logging.LogRecord) -> str:
         # Another handler may have cached its own full traceback in exc_text.

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import traceback
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
@@ -30,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from vault.catalog.models import Study
 from vault.core import Vault
 from vault.errors import NotFound
+from vault.logs import withheld_traceback
 from vault.settings import ScpSettings
 
 SettleListener = Callable[[str], None]
@@ -60,13 +60,12 @@ class StudySettledHooks:
             try:
                 listener(study_id)
             except Exception as exc:  # noqa: BLE001 (one listener must not silence the rest)
-                # The type and the frames, not the message: it may quote data.
+                # The types and the frames, not the message: it may quote data.
                 log.error(
-                    "settle listener %s failed on study %s: %s\n%s",
+                    "settle listener %s failed on study %s\n%s",
                     getattr(listener, "__qualname__", type(listener).__name__),
                     study_id,
-                    type(exc).__name__,
-                    "".join(traceback.format_tb(exc.__traceback__)),
+                    withheld_traceback(exc),
                 )
 
 
