@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, and_, bindparam, exists, select
+from sqlalchemy import Connection, and_, bindparam, select
 
 from dicom_ingest.validation import InstanceFacts
+from vault.case_rules import other_patient_in_case
 from vault.catalog.index import UidIndex
-from vault.catalog.models import Case, DataKeyRecord, Instance, Organisation, Study
+from vault.catalog.models import DataKeyRecord, Instance, Organisation, Study
 from vault.errors import ConflictingResend, NotFound
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 DEFAULT_RETENTION_DAYS = 5 * 365 + 1
 
 _studies, _instances = Study.__table__, Instance.__table__
-_keys, _cases, _organisations = DataKeyRecord.__table__, Case.__table__, Organisation.__table__
+_keys, _organisations = DataKeyRecord.__table__, Organisation.__table__
 
 _LOOKUP = (
     select(
@@ -58,12 +59,6 @@ _LOOKUP = (
 _RETENTION = select(_organisations.c.retention_days).where(
     _organisations.c.id == bindparam("organisation")
 )
-_CASE_RULES = select(
-    _cases.c.allow_multiple_patients,
-    exists()
-    .where(_studies.c.case_id == _cases.c.id, _studies.c.patient_digest != bindparam("patient"))
-    .label("other_patient"),
-).where(_cases.c.id == bindparam("case"))
 
 
 @dataclass(frozen=True)
@@ -117,15 +112,6 @@ def refuse_if_conflicting(stored_sha256: str, received_sha256: str) -> None:
         raise ConflictingResend("another instance with this SOP Instance UID is stored")
 
 
-def _other_patient_in_case(connection: Connection, case_id: str | None, patient: str) -> bool:
-    if case_id is None:
-        return False
-    row = connection.execute(_CASE_RULES, {"case": case_id, "patient": patient}).first()
-    if row is None:
-        raise NotFound("no such case")
-    return not row.allow_multiple_patients and bool(row.other_patient)
-
-
 def find_study(
     connection: Connection,
     index: UidIndex,
@@ -134,7 +120,7 @@ def find_study(
     case_id: str | None,
 ) -> StudyLookup:
     """Look up the study, its data key, the instance and the case rules for ``facts``."""
-    other = _other_patient_in_case(connection, case_id, index.digest("patient", facts.patient_key))
+    other = other_patient_in_case(connection, case_id, index.digest("patient", facts.patient_key))
     row = connection.execute(
         _LOOKUP,
         {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vault.case_rules import other_patient_in_case
 from vault.catalog.accounts import ROLES, CaseAssignment, User
 from vault.catalog.models import Case, Organisation, PacsNode, Study
 from vault.errors import InvalidInput, NotFound, PolicyRefused
@@ -70,12 +71,10 @@ def file_study(session: Session, study_id: str, case: Case, *, one_patient_per_c
         raise PolicyRefused("this case belongs to another organisation than the study")
     if case.status != "open":
         raise PolicyRefused("this case is not open")
-    if one_patient_per_case and not case.allow_multiple_patients:
-        other = select(Study.id).where(
-            Study.case_id == case.id, Study.patient_digest != study.patient_digest
-        )
-        if session.scalar(other.limit(1)) is not None:
-            raise PolicyRefused("this case already holds a study of another patient")
+    if one_patient_per_case and other_patient_in_case(
+        session.connection(), case.id, study.patient_digest
+    ):
+        raise PolicyRefused("this case already holds a study of another patient")
     study.case_id = case.id
     session.flush()
     return study
