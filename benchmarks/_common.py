@@ -195,23 +195,17 @@ def pipeline_ms(directory: Path, files: Sequence[bytes]) -> tuple[float, float]:
     hashing, the durable write and the catalog rows, with no HTTP or DIMSE
     around them. Whatever carries files to the vault adds to this.
     """
-    from dicom_ingest.pipeline import IngestOrigin, IngestPipeline
-    from dicom_ingest.validation import ValidationPolicy
-    from vault.admin import create_case, get_or_create_organisation
+    from tests.services.vault_env import make_case
     from vault.core import open_vault
     from vault.settings import Settings
 
     vault = open_vault(Settings(data_dir=directory))
     try:
-        with vault.catalog.session() as session:
-            organisation = get_or_create_organisation(session, "Benchmark Hospital")
-            case = create_case(session, "BENCH-PIPELINE", organisation)
-            origin = IngestOrigin("cli", "benchmark", organisation.id, case.id)
-        pipeline = IngestPipeline(vault, ValidationPolicy.from_settings(vault.settings.policy))
-        pipeline.ingest(io.BytesIO(files[0]), origin)  # warm: key, series, caches
+        case = make_case(vault, "BENCH-PIPELINE")
+        case.pipeline.ingest(io.BytesIO(files[0]), case.origin)  # warm: key, series, caches
         started, cpu = time.perf_counter(), time.process_time()
         for data in files[1:]:
-            pipeline.ingest(io.BytesIO(data), origin)
+            case.pipeline.ingest(io.BytesIO(data), case.origin)
         count = max(len(files) - 1, 1)
         wall, used = time.perf_counter() - started, time.process_time() - cpu
     finally:
