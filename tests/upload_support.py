@@ -283,7 +283,14 @@ def stored_counts(vault: Vault) -> dict[str, int]:
     return counts
 
 
+# File timestamps come from the kernel's coarse clock, which lags ``time.time()``
+# by up to a scheduler tick: a file written just after ``since`` can carry an
+# earlier mtime. Looking a second further back keeps such a file in the scan.
+MTIME_SLACK_SECONDS = 1.0
+
+
 def files_since(roots: list[Path], since: float) -> Iterator[Path]:
+    since -= MTIME_SLACK_SECONDS
     for root in roots:
         for directory, _dirs, names in os.walk(root):
             for name in names:
