@@ -70,6 +70,24 @@ class TestSecurityHeaders:
         assert "<script>" not in page
         assert auth_world.client.get("/static/set-password.js").status_code == 200
 
+    def test_no_page_loads_its_scripts_from_a_cdn(self, auth_world: AuthWorld) -> None:
+        for path in ("/docs", "/docs/oauth2-redirect", "/redoc"):
+            assert auth_world.client.get(path).status_code == 404, path
+
+
+class TestApiDescription:
+    def test_the_description_needs_a_login(self, auth_world: AuthWorld) -> None:
+        response = auth_world.client.get("/openapi.json")
+        assert response.status_code == 401
+        assert "paths" not in response.text
+
+    def test_an_engineer_reads_the_description_of_the_api(self, auth_world: AuthWorld) -> None:
+        account = auth_world.add_user("engineer@maker.example", "engineer", "Maker")
+        auth_world.login(auth_world.client, account)
+        paths = auth_world.client.get("/openapi.json").json()["paths"]
+        assert "/api/cases/{case_id}" in paths
+        assert "/openapi.json" not in paths
+
 
 def _echo_app() -> FastAPI:
     app = FastAPI()

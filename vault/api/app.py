@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from crypto.errors import CryptoError
@@ -15,6 +16,7 @@ from vault.api.routes_auth import install_accounts
 from vault.api.routes_dpo import router as dpo_router
 from vault.api.routes_dpo_breaches import router as breach_router
 from vault.api.security import install_security
+from vault.auth import Permission, require
 from vault.clock import Clock
 from vault.core import open_vault
 from vault.errors import VaultError, http_status
@@ -48,7 +50,14 @@ def create_app(
         yield
         app.state.vault.close()
 
-    app = FastAPI(title="dicom-vault", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="dicom-vault",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.settle_hooks = settle_hooks or StudySettledHooks()
     app.add_exception_handler(VaultError, _error_response)
     app.add_exception_handler(CryptoError, _error_response)
@@ -76,7 +85,26 @@ def create_app(
         body = {"status": "ready" if ready else "unavailable", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    _install_api_description(app)
     return app
+
+
+def _install_api_description(app: FastAPI) -> None:
+    """``GET /openapi.json`` for signed-in users and their API tokens.
+
+    The interactive pages FastAPI would add (``/docs``, ``/redoc``) load their
+    scripts from a CDN, which the content security policy forbids and a health-data
+    service should not depend on; they are off. The description itself is what an
+    engineer's script or client generator needs; it names routes, not data, but is
+    kept behind a login like everything else that is not a probe or the login form.
+    """
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(_ACCOUNT)])
+    def openapi_description() -> dict[str, Any]:
+        return app.openapi()
+
+
+_ACCOUNT = require(Permission.ACCOUNT)
 
 
 def _probe(app: FastAPI) -> ReadinessProbe:
