@@ -218,10 +218,8 @@ COVERAGE: dict[tuple[str, str], Entry] = {
     # Framework pages and probes: no data read or changed.
     ("GET", "/healthz"): _get("anon", "/healthz", ()),
     ("GET", "/readyz"): _get("anon", "/readyz", ()),
-    ("GET", "/openapi.json"): _get("anon", "/openapi.json", ()),
-    ("GET", "/docs"): _get("anon", "/docs", ()),
-    ("GET", "/docs/oauth2-redirect"): _get("anon", "/docs/oauth2-redirect", ()),
-    ("GET", "/redoc"): _get("anon", "/redoc", ()),
+    # The API's description: route names and schemas, no data.
+    ("GET", "/openapi.json"): _get("engineer", "/openapi.json", ()),
     # Operators' figures, scraped by Prometheus with a ``metrics`` token every 15-60 s:
     # counts of catalog states, no health data and no identifier. A record per scrape
     # would flood the 12-month access log; the token's creation and revocation are
@@ -399,6 +397,22 @@ COVERAGE: dict[tuple[str, str], Entry] = {
         "token",
         "/api/engineer/instances/{instance_id}",
         (("instance.read", "success", "pseudonymised-instance"),),
+    ),
+    # HEAD: the size and ETag a download manager asks for first, recorded as such.
+    ("HEAD", "/api/engineer/studies/{pseudo_study_id}/archive"): entry(
+        "token",
+        ask("token", "HEAD", "/api/engineer/studies/{pseudo_study}/archive"),
+        (("study.download", "headers-only", "pseudonymised-study"),),
+    ),
+    ("HEAD", "/api/engineer/studies/{pseudo_study_id}/series/{pseudo_series_uid}/archive"): entry(
+        "token",
+        ask("token", "HEAD", "/api/engineer/studies/{pseudo_study}/series/{series}/archive"),
+        (("series.download", "headers-only", "pseudonymised-study"),),
+    ),
+    ("HEAD", "/api/engineer/instances/{pseudo_instance_id}"): entry(
+        "token",
+        ask("token", "HEAD", "/api/engineer/instances/{instance_id}"),
+        (("instance.read", "headers-only", "pseudonymised-instance"),),
     ),
     ("GET", "/dicomweb/studies"): _get(
         "token", "/dicomweb/studies", (("dicomweb.search", "success", "query"),)

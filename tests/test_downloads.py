@@ -419,6 +419,33 @@ class TestRangesAndConditions:
         )
         assert same.status_code == 304
 
+    def test_head_gives_the_length_and_etag_of_the_download_without_a_body(
+        self, world: World
+    ) -> None:
+        whole = archive_of(world, world.study)
+        path = f"/api/engineer/studies/{world.study}/archive"
+        head = world.client.head(path, headers=world.bearer())
+        assert (head.status_code, head.content) == (200, b"")
+        assert head.headers["etag"] == whole.headers["etag"]
+        assert head.headers["content-length"] == str(len(whole.content))
+        assert head.headers["accept-ranges"] == "bytes"
+        ranged = world.client.head(path, headers={**world.bearer(), "Range": "bytes=10-19"})
+        assert (ranged.status_code, ranged.headers["content-length"]) == (206, "10")
+
+    def test_head_of_an_instance_out_of_reach_answers_as_an_unknown_one(self, world: World) -> None:
+        row = served_rows(world.vault, world.study)[0]
+        other = world.as_user(world.other_engineer)
+        assert other.head(f"/api/engineer/instances/{row.id}").status_code == 404
+        assert other.head("/api/engineer/instances/0123456789abcdef").status_code == 404
+        mine = world.client.head(f"/api/engineer/instances/{row.id}", headers=world.bearer())
+        assert (mine.status_code, mine.headers["content-length"]) == (200, str(row.size))
+
+    def test_head_is_recorded_as_headers_only(self, world: World) -> None:
+        before = {e.seq for e in events(world.vault, "study.download")}
+        world.client.head(f"/api/engineer/studies/{world.study}/archive", headers=world.bearer())
+        (event,) = [e for e in events(world.vault, "study.download") if e.seq not in before]
+        assert (event.outcome, json.loads(event.detail)) == ("headers-only", {"bytes": 0})
+
     def test_a_ranged_download_is_recorded_with_its_offset(self, world: World) -> None:
         before = {e.seq for e in events(world.vault, "study.download")}
         response = archive_of(world, world.study, {"Range": "bytes=1000-"})

@@ -235,7 +235,9 @@ def action_code(action: str) -> Code:
 
 
 # EventOutcomeIndicator: 0 nominal success, 4 minor failure, 8 serious failure.
-_SUCCESSFUL = frozenset({"success", "duplicate", "open", "closed", "locked"})
+_SUCCESSFUL = frozenset(
+    {"success", "duplicate", "open", "closed", "locked", "not-modified", "headers-only"}
+)
 _SERIOUS = ("storage-unavailable", "error", "unavailable")
 
 

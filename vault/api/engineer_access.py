@@ -7,7 +7,8 @@ first piece before any status is sent, so that early failures (a missing
 key, a tampered first object) answer an error status instead of a cut body.
 :func:`download_response` answers a download with a known length and strong
 ETag: 304 for ``If-None-Match``, 206 for one satisfiable ``Range`` (honouring
-``If-Range``), 416 for an unsatisfiable one, 200 otherwise.
+``If-Range``), 416 for an unsatisfiable one, 200 otherwise. A ``HEAD`` gets the
+same status and headers with no body, and no object is opened for it.
 """
 
 from __future__ import annotations
@@ -138,7 +139,10 @@ def download_response(
     if byte_range is not None:
         finish.detail["from"] = byte_range.start
         common["Content-Range"] = byte_range.content_range(size)
-    stream = started(stream_for(byte_range), finish)
     common["Content-Length"] = str(byte_range.length if byte_range else size)
     status = 206 if byte_range else 200
+    if request.method == "HEAD":
+        finish("headers-only")
+        return Response(status_code=status, media_type=media_type, headers=common)
+    stream = started(stream_for(byte_range), finish)
     return StreamingResponse(stream, status_code=status, media_type=media_type, headers=common)

@@ -5,18 +5,20 @@ Routes read only pseudonymised rows and objects, through
 through its case with ``read-pseudonymised``; one out of reach answers 404
 exactly like an unknown one, one not finished answers 409 with its state for
 downloads (its metadata shows the state), and quarantined instances are
-never served. Study and series archives and single instances support
-``If-None-Match`` (304) and one ``Range`` (206, ``If-Range`` honoured, 416
+never served. Study and series archives and single instances answer ``HEAD``
+and support ``If-None-Match`` (304) and one ``Range`` (206, ``If-Range`` honoured, 416
 past the end); see :mod:`vault.api.engineer_access`. Every read is recorded
 in the access log with its outcome once the transfer ends.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
+from fastapi.routing import APIRoute
 
 from crypto.errors import CryptoError
 from vault.api.engineer_access import (
@@ -199,3 +201,15 @@ def download_instance(request: Request, principal: Engineer, pseudo_instance_id:
         etag=f'"{stored.sha256}"',
         media_type="application/dicom",
     )
+
+
+def _answer_head(*endpoints: Callable[..., Response]) -> None:
+    """Each download route answers ``HEAD`` too: a download manager asks for the
+    size and ETag before it asks for ranges (same route, same access record)."""
+    paths = {route.endpoint: route.path for route in router.routes if isinstance(route, APIRoute)}
+    for endpoint in endpoints:
+        path = paths[endpoint].removeprefix(router.prefix)
+        router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
+
+_answer_head(download_study, download_series, download_instance)
