@@ -75,6 +75,14 @@ class TestDescriptorCleaning:
         cleaned = clean_descriptor("Knee left, Marguerite QUUXLEIGH MRN 4417093 17/05/2023")
         assert cleaned == "Knee left"
 
+    def test_a_dotted_date_is_not_a_measure(self) -> None:
+        assert clean_descriptor("KNEE L DOB 12.05.61 Quuxleigh") == "KNEE L"
+
+    def test_a_number_beside_another_number_is_not_a_measure(self) -> None:
+        assert clean_descriptor("CT HIP 4.417 093 PQX") == "CT HIP"
+        assert clean_descriptor("AXIAL 0.625 BONE") == "AXIAL 0.625 BONE"
+        assert clean_descriptor("HIP 1.25MM 3 2") == "HIP 1.25MM"
+
     def test_nothing_known_gives_an_empty_value(self) -> None:
         assert clean_descriptor("Dr Vantongerloo, +33 4 7299 1834") == ""
 
