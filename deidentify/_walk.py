@@ -4,7 +4,9 @@ Each element's action comes from the compiled table (:mod:`deidentify.table`);
 the walk applies it and records the outcome. An element kept as it is is
 copied as the bytes it came in, so pixel data, geometry and rescale values are
 bit-exact and cost nothing to re-encode; only changed values are encoded.
-Attributes the table does not list are kept, except person names (PN).
+Attributes the table does not list follow :meth:`Walk._unlisted`: technical
+values are kept, but names, instance UIDs, dates, free text and the patient
+module's own text never pass through unchanged.
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ _DUMMY_BY_VR: dict[str, object] = {
     **{vr: 0.0 for vr in ("FL", "FD")},
 }
 _CHARSET_TAG = 0x00080005
+_CODING_SCHEME, _CODE_MEANING = 0x00080102, 0x00080104
+_FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
+# Keywords of UI attributes naming a kind of thing, never an instance.
+_KIND_UID_WORDS = ("SOPClass", "TransferSyntax", "CodingScheme", "Context", "MappingResource")
+# Coding schemes of PS3.16 Table 8-1 whose code meanings are published terms,
+# not a site's own text; a meaning from any other scheme is cleaned.
+STANDARD_CODING_SCHEMES = frozenset(
+    {"DCM", "SCT", "SRT", "SNM3", "LN", "UCUM", "RADLEX", "FMA", "NCIT", "UMLS", "MDC", "ACR"}
+    | {"I10", "I9C", "I10P", "ICD10", "C4", "C5", "CPT4", "NCDR", "BARI", "NEU", "UBERON"}
+)
 
 Chunk = tuple[int, bytes | memoryview]
 
@@ -136,7 +148,7 @@ class Walk:
             elif tag & 0xFFFF == 0 or tag >> 16 == 0x0002:
                 action = Action.REMOVE  # group lengths, stray file meta
             else:
-                action = self.rules.action(tag) or _unlisted(slot)
+                action = self.rules.action(tag) or self._unlisted(slot)
             chunk = self._apply(action, slot)
             if chunk is not None:
                 chunks.append(chunk)
@@ -258,6 +270,53 @@ class Walk:
         self._note(slot, ReportAction.REPLACED)
         return self._put(slot, self.pseudonym, "PN" if slot.tag == 0x00100010 else "LO")
 
+    # --- attributes the table does not list -----------------------------
+
+    def _unlisted(self, slot: _Slot) -> Action:
+        """The action for an attribute Table E.1-1 does not list.
+
+        The table lists what the standard knew to be identifying; newer and
+        rarer attributes are judged by what their kind can hold:
+
+        * a person's name (PN) gets a dummy;
+        * a date, time or date-time is shifted like the listed ones (or
+          emptied when dates are not kept), so that no unshifted value beside
+          shifted ones gives the patient's offset away;
+        * a UID is replaced by its keyed one unless it names a kind of thing
+          (a SOP class, transfer syntax, coding scheme, context group): frame
+          of reference and instance references stay consistent, and no
+          original UID leads back to the hospital's archive (registry UIDs
+          are never replaced, see :func:`deidentify.pseudonyms.keyed_uid`);
+        * text and sequences of the patient group (0010) are removed: issuer
+          qualifiers, alternative-calendar birth dates, group identifiers;
+        * free text (LT, ST, UT, UC), the "Explanation" attributes and the
+          meaning of a code from a scheme that is not a standard one are
+          cleaned to known terms (:mod:`deidentify.descriptors`);
+        * everything else (numbers, coded strings, technical strings such as
+          Convolution Kernel) is kept byte for byte.
+        """
+        vr, tag = slot.vr, slot.tag
+        if vr == "PN":
+            return Action.DUMMY
+        if vr in _SHIFTERS:
+            return Action.SHIFT
+        if vr == "UI":
+            return Action.KEEP if _names_a_kind(tag) else Action.UID
+        if tag >> 16 == 0x0010 and (vr in _TEXT_VRS or slot.element.items is not None):
+            return Action.REMOVE
+        if vr in _FREE_TEXT_VRS or _name(tag).endswith("Explanation"):
+            return Action.CLEAN
+        if tag == _CODE_MEANING and not self._standard_scheme(slot.level):
+            return Action.CLEAN
+        return Action.KEEP
+
+    def _standard_scheme(self, level: Level) -> bool:
+        scheme = level.by_tag.get(_CODING_SCHEME)
+        if scheme is None or scheme.length in (0, UNDEFINED):
+            return False
+        values = decode_text(self._raw(scheme), "SH", DEFAULT_CHARSETS)
+        return len(values) == 1 and values[0].strip().upper() in STANDARD_CODING_SCHEMES
+
     # --- private attributes ---------------------------------------------
 
     def _private_action(self, slot: _Slot, creators: set[int]) -> Action:
@@ -286,14 +345,11 @@ class Walk:
         }
 
 
-def _unlisted(slot: _Slot) -> Action:
-    """Attributes the table does not list are kept, except a person's name.
-
-    A PN attribute names a person by definition; the three in the standard's
-    dictionary that the table misses (Secondary Reviewer Name, Evaluator
-    Name, Document Author (Trial)) and any newer one get a dummy value.
-    """
-    return Action.DUMMY if slot.vr == "PN" else Action.KEEP
+@cache
+def _names_a_kind(tag: int) -> bool:
+    """Whether UI attribute ``tag`` names a class, syntax, scheme or context."""
+    name = _name(tag)
+    return any(word in name for word in _KIND_UID_WORDS)
 
 
 def _join(chunks: list[Chunk]) -> bytes:

@@ -213,5 +213,70 @@ class TestUnlistedAttributes:
     def test_an_unlisted_technical_attribute_is_kept_byte_for_byte(self) -> None:
         ds = next(make_ct_series(1, rows=4, columns=4))
         ds.ConvolutionKernel = "B30f"
+        ds.AnatomicalOrientationType = "BIPED"  # group 0010, but a coded term
         out = make_engine().deidentify(ds).dataset
         assert out is not None and out.ConvolutionKernel == "B30f"
+        assert out.AnatomicalOrientationType == "BIPED"
+
+    def test_unlisted_patient_text_and_sequences_are_removed(self) -> None:
+        ds = next(make_ct_series(1, rows=4, columns=4))
+        ds.PatientBirthDateInAlternativeCalendar = "14380229"
+        ds.PatientDeathDateInAlternativeCalendar = "14450101"
+        issuer = Dataset()
+        issuer.UniversalEntityID = f"{SECRET}-PQX4417093"
+        ds.IssuerOfPatientIDQualifiersSequence = [issuer]
+        out = make_engine().deidentify(ds).dataset
+        assert out is not None
+        for keyword in (
+            "PatientBirthDateInAlternativeCalendar",
+            "PatientDeathDateInAlternativeCalendar",
+            "IssuerOfPatientIDQualifiersSequence",
+        ):
+            assert keyword not in out, keyword
+
+    def test_unlisted_instance_uids_are_replaced_like_the_listed_ones(self) -> None:
+        first, second = make_ct_series(2, rows=4, columns=4)
+        second.MultiFrameSourceSOPInstanceUID = first.SOPInstanceUID
+        second.TableFrameOfReferenceUID = first.FrameOfReferenceUID
+        reference = Dataset()
+        reference.ReferencedSOPClassUID = CTImageStorage
+        reference.ReferencedSOPInstanceUID = first.SOPInstanceUID
+        second.SourceImageSequence = [reference]
+        engine = make_engine()
+        before = engine.deidentify(first).dataset
+        after = engine.deidentify(second).dataset
+        assert before is not None and after is not None
+        assert after.MultiFrameSourceSOPInstanceUID == before.SOPInstanceUID
+        assert after.TableFrameOfReferenceUID == before.FrameOfReferenceUID
+        assert after.SourceImageSequence[0].ReferencedSOPClassUID == CTImageStorage
+        assert after.SOPClassUID == CTImageStorage
+
+    def test_an_unlisted_date_time_is_shifted_with_the_listed_ones(self) -> None:
+        ds = next(make_ct_series(1, rows=4, columns=4))
+        ds.AcquisitionDateTime = "20240301101500"  # listed: shifted
+        ds.StudyUpdateDateTime = "20240301101500"  # not listed
+        out = make_engine().deidentify(ds).dataset
+        assert out is not None
+        assert out.StudyUpdateDateTime == out.AcquisitionDateTime != "20240301101500"
+
+    def test_unlisted_free_text_and_explanations_are_cleaned(self) -> None:
+        ds = next(make_ct_series(1, rows=4, columns=4))
+        ds.TextValue = TEXT
+        ds.WindowCenterWidthExplanation = f"BONE {SECRET}"
+        out = make_engine().deidentify(ds).dataset
+        assert out is not None
+        assert (out.TextValue, out.WindowCenterWidthExplanation) == ("AXIAL BONE", "BONE")
+
+    def test_a_local_code_meaning_is_cleaned_and_a_standard_one_kept(self) -> None:
+        ds = next(make_ct_series(1, rows=4, columns=4))
+        local, standard = Dataset(), Dataset()
+        local.CodeValue, local.CodingSchemeDesignator = "CTKNEE", "99ORBIS"
+        local.CodeMeaning = f"CT KNEE L {SECRET} PQX4417093"
+        standard.CodeValue, standard.CodingSchemeDesignator = "72696002", "SCT"
+        standard.CodeMeaning = "Knee region structure"
+        ds.ProcedureCodeSequence = [local]
+        ds.AnatomicRegionSequence = [standard]
+        out = make_engine().deidentify(ds).dataset
+        assert out is not None
+        assert out.ProcedureCodeSequence[0].CodeMeaning == "CT KNEE L"
+        assert out.AnatomicRegionSequence[0].CodeMeaning == "Knee region structure"
