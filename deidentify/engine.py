@@ -8,7 +8,9 @@ profile resolves it (:mod:`deidentify._walk`), replaces the patient's name and
 ID by the pseudonym, rebuilds the file meta around the new SOP Instance UID,
 and records what was done in Patient Identity Removed (0012,0062),
 De-identification Method (0012,0063), its Code Sequence (0012,0064) and
-Longitudinal Temporal Information Modified (0028,0303).
+Longitudinal Temporal Information Modified (0028,0303). Last, it checks that
+no identifier of the patient is left in the result (:mod:`deidentify.residual`,
+quarantine).
 
 Example
 -------
@@ -48,6 +50,7 @@ from deidentify.burned_in import burned_in_risk
 from deidentify.outcome import AttributeChange, DeidOutcome, QuarantineReason, ReportAction
 from deidentify.profile import Profile
 from deidentify.pseudonyms import PseudonymKeys
+from deidentify.residual import identifiers_of, residual_identifier
 from deidentify.table import compile_rules
 
 IMPLEMENTATION_VERSION_NAME = "DICOMVAULT_DEID"
@@ -146,6 +149,12 @@ class Deidentifier:
         if part10.transfer_syntax == DEFLATED:
             pieces = [deflate(b"".join(pieces))]
         encoded = b"".join([bytes(128), b"DICM", meta, *pieces])
+        leaked = residual_identifier(encoded, identifiers_of(part10), pseudonym)
+        if leaked is not None:
+            reason = QuarantineReason(
+                "residual-identifier", f"an identifier of the patient remained in {leaked}"
+            )
+            return DeidOutcome(quarantine=reason, pseudonym=pseudonym)
         return DeidOutcome(
             encoded=encoded,
             report=walk.report,

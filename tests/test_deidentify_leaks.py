@@ -231,13 +231,25 @@ class TestPrivateSafelist:
         self, study: list[pydicom.Dataset]
     ) -> None:
         safe = PrivateTag("DV SYNTH PRIVATE", 0x0009, 0x02)
+        planted = pydicom.dcmread(io.BytesIO(encode(study[0])))
+        planted.private_block(0x0009, "DV SYNTH PRIVATE")[0x02].value = "B30f KERNEL"
         out = make_engine(Profile(private_safelist=frozenset({safe}))).deidentify_bytes(
-            encode(study[0])
+            encode(planted)
         )
         ds = out.dataset
         assert ds is not None
         block = ds.private_block(0x0009, "DV SYNTH PRIVATE")
-        assert block[0x02].value == PATIENT.patient_id
+        assert block[0x02].value == "B30f KERNEL"
         assert 0x00091001 not in ds and 0x00091010 not in ds
         codes = {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
         assert "113111" in codes
+
+    def test_a_safelisted_private_attribute_holding_the_patient_id_quarantines_the_instance(
+        self, study: list[pydicom.Dataset]
+    ) -> None:
+        safe = PrivateTag("DV SYNTH PRIVATE", 0x0009, 0x02)  # planted with the patient ID
+        engine = make_engine(Profile(private_safelist=frozenset({safe})))
+        out = engine.deidentify_bytes(encode(study[0]))
+        assert out.encoded is None and out.quarantine is not None
+        assert out.quarantine.code == "residual-identifier"
+        assert PATIENT.patient_id not in out.quarantine.message
