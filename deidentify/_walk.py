@@ -53,7 +53,7 @@ _DUMMY_BY_VR: dict[str, object] = {
     **{vr: 0.0 for vr in ("FL", "FD")},
 }
 _CHARSET_TAG = 0x00080005
-_CODING_SCHEME, _CODE_MEANING = 0x00080102, 0x00080104
+_CODING_SCHEME, _CODE_MEANING, _STUDY_DATE = 0x00080102, 0x00080104, 0x00080020
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
 # Keywords of UI attributes naming a kind of thing, never an instance.
 _KIND_UID_WORDS = ("SOPClass", "TransferSyntax", "CodingScheme", "Context", "MappingResource")
@@ -279,9 +279,9 @@ class Walk:
         rarer attributes are judged by what their kind can hold:
 
         * a person's name (PN) gets a dummy;
-        * a date, time or date-time is shifted like the listed ones (or
-          emptied when dates are not kept), so that no unshifted value beside
-          shifted ones gives the patient's offset away;
+        * a date, time or date-time gets Study Date's action (shifted, kept
+          under the full-dates option, or emptied), so that no unshifted value
+          beside shifted ones gives the patient's offset away;
         * a UID is replaced by its keyed one unless it names a kind of thing
           (a SOP class, transfer syntax, coding scheme, context group): frame
           of reference and instance references stay consistent, and no
@@ -298,8 +298,8 @@ class Walk:
         vr, tag = slot.vr, slot.tag
         if vr == "PN":
             return Action.DUMMY
-        if vr in _SHIFTERS:
-            return Action.SHIFT
+        if vr in _SHIFTERS:  # as Study Date is: kept, shifted or emptied
+            return self.rules.action(_STUDY_DATE) or Action.SHIFT
         if vr == "UI":
             return Action.KEEP if _names_a_kind(tag) else Action.UID
         if tag >> 16 == 0x0010 and (vr in _TEXT_VRS or slot.element.items is not None):

@@ -57,6 +57,7 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
 _MODALITY, _SOP_CLASS, _BURNED_IN = 0x00080060, 0x00080016, 0x00280301
 _CONVERSION_TYPE, _ENCAPSULATED_DOCUMENT = 0x00080064, 0x00420011
+_DIRECTORY_RECORDS = 0x00041220  # a DICOMDIR names its SOP class only in the file meta
 
 
 class HeaderView(Protocol):
@@ -97,7 +98,7 @@ def _overlay_in_pixels(header: HeaderView) -> bool:
 def burned_in_risk(header: HeaderView) -> QuarantineReason | None:
     """The reason the instance must be quarantined for its pixels, or ``None``."""
     sop_class = header.text(_SOP_CLASS)
-    if sop_class == MEDIA_STORAGE_DIRECTORY:
+    if sop_class == MEDIA_STORAGE_DIRECTORY or _DIRECTORY_RECORDS in header:
         return QuarantineReason("directory", "a DICOMDIR is an index, not an instance")
     if sop_class in DOCUMENT_SOP_CLASSES or _ENCAPSULATED_DOCUMENT in header:
         return QuarantineReason(

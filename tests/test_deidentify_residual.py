@@ -8,6 +8,7 @@ from deidentify._codec import parse_part10
 from deidentify.residual import identifiers_of, residual_identifier
 from dicom_ingest.synthetic import encode, make_ct_series
 from tests.deidentify_support import make_engine
+from tests.upload_support import dicomdir_bytes
 
 
 def instance(name: str = "Quuxleigh^Marguerite", patient_id: str = "PQX4417093") -> Dataset:
@@ -84,3 +85,11 @@ class TestIdentifiers:
         data = encode(ds)
         assert residual_identifier(data, ["QUUXLEIGH"], "PSN-X") is None
         assert residual_identifier(data, ["XQUUXLEIGHX"], "PSN-X") == "ConvolutionKernel"
+
+
+class TestDirectories:
+    def test_a_dicomdir_is_quarantined_though_its_data_set_names_no_sop_class(self) -> None:
+        data = dicomdir_bytes([["77654033", "CR1", "6154"]], marker="Doe^Archibald")
+        outcome = make_engine().deidentify_bytes(data)
+        assert outcome.encoded is None and outcome.quarantine is not None
+        assert outcome.quarantine.code == "directory"

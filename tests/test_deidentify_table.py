@@ -259,6 +259,13 @@ class TestUnlistedAttributes:
         assert out is not None
         assert out.StudyUpdateDateTime == out.AcquisitionDateTime != "20240301101500"
 
+    def test_an_unlisted_date_time_is_kept_with_full_dates(self) -> None:
+        ds = next(make_ct_series(1, rows=4, columns=4))
+        ds.StudyUpdateDateTime = "20240301101500"
+        profile = Profile(retain_modified_dates=False, retain_full_dates=True)
+        out = make_engine(profile).deidentify(ds).dataset
+        assert out is not None and out.StudyUpdateDateTime == "20240301101500"
+
     def test_unlisted_free_text_and_explanations_are_cleaned(self) -> None:
         ds = next(make_ct_series(1, rows=4, columns=4))
         ds.TextValue = TEXT
