@@ -57,6 +57,7 @@ def _real_study(names: tuple[str, ...]) -> list[Dataset]:
         dataset.PatientName, dataset.PatientID = "Bulk^Frames", "BULK-0001"
         dataset.PatientBirthDate, dataset.StudyDate = "19700101", "20240102"
         dataset.SeriesNumber = number
+        dataset.RedPaletteColorLookupTableData = bytes(range(256)) * 8  # 2 KiB of OW: bulk
         datasets.append(dataset)
     return datasets
 
@@ -157,20 +158,17 @@ class TestMetadataBulkDataUri:
 
     def test_a_large_binary_value_is_a_bulkdata_uri_returning_its_bytes(self, bulk: Bulk) -> None:
         (metadata,) = bulk.get(f"{bulk.native.path}/metadata").json()
-        uris = {
-            key: item["BulkDataURI"]
-            for key, item in metadata.items()
-            if "BulkDataURI" in item and key != "7FE00010"
-        }
-        small = [key for key, item in metadata.items() if "InlineBinary" in item]
-        if not uris:  # the file has none: a missing one must still be a clean 404
-            response = bulk.get(f"{bulk.native.path}/bulkdata/00291010")
-            assert response.status_code == 404
-            return
-        key, uri = next(iter(uris.items()))
+        uri = metadata["00281201"]["BulkDataURI"]
+        assert uri == f"{bulk.url}{bulk.native.path}/bulkdata/00281201"
         (value,) = bulk.parts(uri.removeprefix(bulk.url))
-        assert value == bulk.native.copy[int(key, 16)].value
-        assert all(len(bulk.native.copy[int(k, 16)].value) <= 1024 for k in small)
+        assert value == bulk.native.copy.RedPaletteColorLookupTableData
+        inline = [key for key, item in metadata.items() if "InlineBinary" in item]
+        assert all(len(bulk.native.copy[int(key, 16)].value) <= 1024 for key in inline)
+
+    def test_an_attribute_that_is_not_there_is_not_found(self, bulk: Bulk) -> None:
+        for path in ("00281202", "00281201.0.00281201", "7FE00008"):
+            response = bulk.get(f"{bulk.native.path}/bulkdata/{path}")
+            assert response.status_code == 404, path
 
     def test_the_public_url_setting_names_the_host_of_every_uri(self, bulk: Bulk) -> None:
         settings = bulk.world.vault.settings
