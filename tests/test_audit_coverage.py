@@ -464,6 +464,25 @@ COVERAGE: dict[tuple[str, str], Entry] = {
         "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata",
         (("dicomweb.metadata", "success", "pseudonymised-instance"),),
     ),
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"): _get(
+        "token",
+        "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/1",
+        (("dicomweb.frames", "success", "pseudonymised-instance"),),
+        refused=ask(
+            "token",
+            "GET",
+            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/0",
+        ),
+        refused_records=(("dicomweb.frames", "bad-request", "pseudonymised-instance"),),
+    ),
+    (
+        "GET",
+        "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulkdata/{attribute}",
+    ): _get(
+        "token",
+        "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulkdata/7FE00010",
+        (("dicomweb.bulkdata", "success", "pseudonymised-instance"),),
+    ),
     ("GET", "/engineer"): _get("engineer", "/engineer", (("study.list", "success", "query"),)),
     ("GET", "/engineer/studies/{pseudo_study_id}/series/{series_uid}/thumbnail.png"): _get(
         "engineer",

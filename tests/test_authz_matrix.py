@@ -194,13 +194,13 @@ MATRIX = (
                                                          "401 403 404 403 403 403 401 404 401 401"),
     row("GET",   "/api/engineer/studies/0123456789abcdef/series/2.25.1/archive",
                                                          "401 403 404 403 403 403 401 404 401 401"),
-    row("GET",   "/dicomweb/studies",                    "401 403 200 403 403 403 401 200 401 401"),
-    row("GET",   "/dicomweb/series",                     "401 403 200 403 403 403 401 200 401 401"),
-    row("GET",   "/dicomweb/instances",                  "401 403 200 403 403 403 401 200 401 401"),
-    row("GET",   "/dicomweb/studies/2.25.1/series",      "401 403 200 403 403 403 401 200 401 401"),
-    row("GET",   "/dicomweb/studies/2.25.1/instances",   "401 403 200 403 403 403 401 200 401 401"),
+    row("GET",   "/dicomweb/studies",                    "401 403 204 403 403 403 401 204 401 401"),
+    row("GET",   "/dicomweb/series",                     "401 403 204 403 403 403 401 204 401 401"),
+    row("GET",   "/dicomweb/instances",                  "401 403 204 403 403 403 401 204 401 401"),
+    row("GET",   "/dicomweb/studies/2.25.1/series",      "401 403 204 403 403 403 401 204 401 401"),
+    row("GET",   "/dicomweb/studies/2.25.1/instances",   "401 403 204 403 403 403 401 204 401 401"),
     row("GET",   "/dicomweb/studies/2.25.1/series/2.25.2/instances",
-                                                         "401 403 200 403 403 403 401 200 401 401"),
+                                                         "401 403 204 403 403 403 401 204 401 401"),
     row("GET",   "/dicomweb/studies/2.25.1",             "401 403 404 403 403 403 401 404 401 401"),
     row("GET",   "/dicomweb/studies/2.25.1/series/2.25.2",
                                                          "401 403 404 403 403 403 401 404 401 401"),
@@ -210,6 +210,10 @@ MATRIX = (
     row("GET",   "/dicomweb/studies/2.25.1/series/2.25.2/metadata",
                                                          "401 403 404 403 403 403 401 404 401 401"),
     row("GET",   "/dicomweb/studies/2.25.1/series/2.25.2/instances/2.25.3/metadata",
+                                                         "401 403 404 403 403 403 401 404 401 401"),
+    row("GET",   "/dicomweb/studies/2.25.1/series/2.25.2/instances/2.25.3/frames/1",
+                                                         "401 403 404 403 403 403 401 404 401 401"),
+    row("GET",   "/dicomweb/studies/2.25.1/series/2.25.2/instances/2.25.3/bulkdata/7FE00010",
                                                          "401 403 404 403 403 403 401 404 401 401"),
     row("GET",   "/engineer",                            "303 403 200 403 403 403 303 403 401 401"),
     row("GET",   "/engineer/studies/0123456789abcdef/series/2.25.1/thumbnail.png",
@@ -429,6 +433,8 @@ def _engineer_template(path: str) -> str | None:
     """The template of an engineers' metadata, series or DICOMweb path (UIDs 2.25.1-3)."""
     if path.startswith("/dicomweb/"):
         named = path.replace("2.25.1", "{study}").replace("2.25.2", "{series}")
+        named = named.replace("/frames/1", "/frames/{frames}")
+        named = named.replace("/bulkdata/7FE00010", "/bulkdata/{attribute}")
         return named.replace("2.25.3", "{instance}")
     study = "/api/engineer/studies/{pseudo_study_id}"
     if not path.startswith("/api/engineer/studies/") or path.count("/") == 3:

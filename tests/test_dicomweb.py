@@ -240,11 +240,11 @@ class TestWado:
         assert response.headers["content-type"].startswith(DICOM_ACCEPT)
         assert int(response.headers["content-length"]) == len(response.content)
 
-    def test_metadata_is_the_headers_without_pixel_data(self, web: Web) -> None:
+    def test_metadata_is_the_headers_with_pixel_data_by_reference(self, web: Web) -> None:
         found = web.client.retrieve_study_metadata(web.study_uid)
         rows = served_rows(web.world.vault, web.world.study)
         assert [value(item, "00080018") for item in found] == [r.pseudo_sop_uid for r in rows]
-        assert all("7FE00010" not in item for item in found)
+        assert all(set(item["7FE00010"]) == {"vr", "BulkDataURI"} for item in found)
         assert {value(item, "00280303") for item in found} == {"MODIFIED"}
         text = repr(found).lower()
         assert [m for m in SyntheticPatient().markers() if m.lower() in text] == []
@@ -255,7 +255,8 @@ class TestWado:
         series = web.client.retrieve_series_metadata(web.study_uid, series_uid)
         assert {value(item, "0020000E") for item in series} == {series_uid}
         one = web.client.retrieve_instance_metadata(web.study_uid, series_uid, sop_uid)
-        assert value(one, "00080018") == sop_uid and "7FE00010" not in one
+        assert value(one, "00080018") == sop_uid
+        assert one["7FE00010"]["BulkDataURI"].endswith(f"/instances/{sop_uid}/bulkdata/7FE00010")
 
     @pytest.mark.parametrize(
         ("syntax", "status"),

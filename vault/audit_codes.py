@@ -143,6 +143,8 @@ EVENT_KINDS: dict[str, EventKind] = {
     "study.list": EventKind(QUERY, (), "E", DESTINATION, SOURCE),
     "dicomweb.metadata": EventKind(INSTANCES_ACCESSED, (), "R", lifecycle="6"),
     "dicomweb.retrieve": _SENT,
+    "dicomweb.frames": _SENT,
+    "dicomweb.bulkdata": _SENT,
     # deletion, retention, holds
     "study.expire": EventKind(STUDY_DELETED, (), "D", lifecycle="15"),
     "study.erase": EventKind(STUDY_DELETED, (), "D", lifecycle="15"),

@@ -66,6 +66,10 @@ class _Rewindable(io.RawIOBase):
         self._position += got
         return got
 
+    def unread(self) -> bytes:
+        """What was read from the source past the current position (handed on to a caller)."""
+        return bytes(self._seen[self._position :])
+
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_END:
             self._fill(HEADER_LIMIT + 1)
@@ -86,6 +90,23 @@ def read_header(source: BinaryIO) -> Dataset:
         return pydicom.dcmread(_Rewindable(source), stop_before_pixels=True)
     except (pydicom.errors.InvalidDicomError, EOFError, ValueError) as exc:
         raise InvalidInput("the stored object's header could not be read") from exc
+
+
+def read_header_and_rest(source: BinaryIO) -> tuple[Dataset, bytes]:
+    """The header of ``source`` and the bytes already read past it (``source`` continues them).
+
+    The header ends where the pixel data element starts (or at the end), so
+    those bytes begin with that element: :mod:`vault.pixel_data` reads on.
+
+    Raises:
+        InvalidInput: the header is unreadable or larger than :data:`HEADER_LIMIT`.
+    """
+    rewindable = _Rewindable(source)
+    try:
+        dataset = pydicom.dcmread(rewindable, stop_before_pixels=True)
+    except (pydicom.errors.InvalidDicomError, EOFError, ValueError) as exc:
+        raise InvalidInput("the stored object's header could not be read") from exc
+    return dataset, rewindable.unread()
 
 
 def header_of(open_member: MemberOpener, stored: StoredObject) -> Dataset:

@@ -11,8 +11,9 @@ results costs about a millisecond per result and nothing is cached.
 Retrievals (:func:`retrieval`) name a finished study by its pseudonymised
 UID (a study still being de-identified answers 409 with its state; one out of
 reach, 404) and list its served instances in archive order; the routes
-stream them as multipart (:mod:`vault.wado`) or as header-only metadata
-(:func:`metadata_stream`).
+stream them as multipart (:mod:`vault.wado`) or as metadata
+(:func:`metadata_stream`): the headers, with BulkDataURIs for pixel data and
+large binary values (:mod:`vault.wado_bulk`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from pydicom.dataset import Dataset
 from vault.auth.permissions import Principal
 from vault.catalog.deid import PseudonymisedStudy
 from vault.core import Vault
-from vault.dicom_headers import dicom_json, header_of, header_or_none
+from vault.dicom_headers import header_or_none
 from vault.downloads import MemberOpener, opener
 from vault.errors import NotFound
 from vault.objects import StoredObject
+from vault.pixel_data import pixel_element
 from vault.pseudonymised_index import (
     Filters,
     InstanceInfo,
@@ -44,6 +46,7 @@ from vault.pseudonymised_index import (
     study_counts,
 )
 from vault.qido import MAX_RESULTS, Level, Search, render
+from vault.wado_bulk import json_with_bulk
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,7 @@ def _instance_values(info: InstanceInfo, base: str) -> Dataset:
     values.AvailableTransferSyntaxUID = info.transfer_syntax_uid
     if info.instance_number is not None:
         values.InstanceNumber = info.instance_number
-    values.RetrieveURL = (
-        f"{base}/studies/{info.study_uid}/series/{info.series_uid}/instances/{info.sop_uid}"
-    )
+    values.RetrieveURL = instance_url(base, info)
     return values
 
 
@@ -170,13 +171,30 @@ def retrieval(
     return study, instances
 
 
+def instance_url(base: str, info: InstanceInfo) -> str:
+    """The WADO-RS URL of one instance (pseudonymised UIDs only)."""
+    return f"{base}/studies/{info.study_uid}/series/{info.series_uid}/instances/{info.sop_uid}"
+
+
+def _metadata(info: InstanceInfo, open_member: MemberOpener, base: str) -> dict[str, object]:
+    dataset, pixels = pixel_element(open_member, info.stored)
+    dataset.AvailableTransferSyntaxUID = info.transfer_syntax_uid
+    bulk = f"{instance_url(base, info)}/bulkdata"
+    values = json_with_bulk(dataset, lambda path: f"{bulk}/{path}")
+    if pixels is not None:
+        values[f"{pixels.tag:08X}"] = {"vr": pixels.vr, "BulkDataURI": f"{bulk}/{pixels.tag:08X}"}
+    return values
+
+
 def metadata_stream(
-    instances: Sequence[InstanceInfo], open_member: MemberOpener
+    instances: Sequence[InstanceInfo], open_member: MemberOpener, base: str
 ) -> Iterator[bytes]:
-    """A JSON array of the instances' headers in the DICOM JSON model, one at a time."""
+    """A JSON array of the instances' headers in the DICOM JSON model, one at a time.
+
+    Pixel data and binary values above :data:`vault.wado_bulk.BULK_THRESHOLD`
+    bytes are given as BulkDataURIs under ``base`` (the DICOMweb root URL).
+    """
     for index, info in enumerate(instances):
-        dataset = header_of(open_member, info.stored)
-        dataset.AvailableTransferSyntaxUID = info.transfer_syntax_uid
-        body = json.dumps(dicom_json(dataset), separators=(",", ":")).encode()
+        body = json.dumps(_metadata(info, open_member, base), separators=(",", ":")).encode()
         yield (b"," if index else b"[") + body
     yield b"]" if instances else b"[]"

@@ -266,6 +266,10 @@ class ApiSettings(Section):
     port: int = 8000
     # Web API worker processes (uvicorn); 1 serves from the ``serve`` process itself.
     workers: int = Field(default=1, ge=1, le=64)
+    # The API's public base URL (``https://vault.example.org``, behind the proxy):
+    # DICOMweb RetrieveURL and BulkDataURI values start with it. Unset: the URL
+    # the request came in on (its Host header), as the proxy passes it on.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s?#]+$")
 
 
 class AuthSettings(Section):

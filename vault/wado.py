@@ -37,7 +37,8 @@ class _MediaRange:
     params: dict[str, str]
 
 
-def _media_ranges(accept: str) -> Iterator[_MediaRange]:
+def media_ranges(accept: str) -> Iterator[_MediaRange]:
+    """The media ranges of an Accept header value, those with q=0 left out."""
     for item in accept.split(","):
         media, *rest = [part.strip() for part in item.split(";")]
         params = {}
@@ -67,7 +68,7 @@ def check_accept(accept: str | None, syntaxes: set[str]) -> None:
     """
     if not accept:
         return
-    allowed = {_syntax_allowed(item) for item in _media_ranges(accept)} - {None}
+    allowed = {_syntax_allowed(item) for item in media_ranges(accept)} - {None}
     if _ANY_SYNTAX in allowed or syntaxes <= allowed:
         return
     raise NotAcceptable(

@@ -11,7 +11,13 @@ from fastapi.responses import JSONResponse
 
 from crypto.errors import CryptoError
 from dicom_ingest import upload_api, upload_page
-from vault.api import routes_dicomweb, routes_engineer, routes_engineer_page, routes_metrics
+from vault.api import (
+    routes_dicomweb,
+    routes_dicomweb_bulk,
+    routes_engineer,
+    routes_engineer_page,
+    routes_metrics,
+)
 from vault.api.routes_auth import install_accounts
 from vault.api.routes_dpo import router as dpo_router
 from vault.api.routes_dpo_breaches import router as breach_router
@@ -65,6 +71,7 @@ def create_app(
     install_accounts(app)
     app.include_router(routes_engineer.router)
     app.include_router(routes_dicomweb.router)
+    app.include_router(routes_dicomweb_bulk.router)
     app.include_router(dpo_router)
     app.include_router(breach_router)
     app.include_router(routes_engineer_page.router)

@@ -5,10 +5,12 @@ The same callers and the same reach as the engineers' REST API
 out of reach is not found by searches and answers 404 to retrievals, one
 still being de-identified answers 409 with its state, quarantined instances
 are never listed or served. Paths name pseudonymised UIDs; no route reads an
-original object. Searches answer ``application/dicom+json``; retrievals
-``multipart/related; type="application/dicom"`` (the stored bytes, streamed,
-exact Content-Length); metadata the headers without pixel data. Every
-search and read is recorded in the access log with its outcome.
+original object. Searches answer ``application/dicom+json`` (204 when nothing
+matches); retrievals ``multipart/related; type="application/dicom"`` (the
+stored bytes, streamed, exact Content-Length); metadata the headers with
+BulkDataURIs for pixel data and large binary values; frames and bulk data
+``multipart/related`` parts as stored (:mod:`vault.wado_bulk`). Every search
+and read is recorded in the access log with its outcome.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ from vault.wado import Multipart, Part, check_accept
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 Uid = Annotated[str, Path(max_length=64, pattern=r"^[0-9.]+$")]
 DICOM_JSON = "application/dicom+json"
-_SEARCH = {200: {"content": {DICOM_JSON: {}}}, 422: {"description": "an unknown attribute"}}
+_SEARCH = {
+    200: {"content": {DICOM_JSON: {}}},
+    204: {"description": "no match (PS3.18 8.3.4.4.1): an empty body"},
+    422: {"description": "an unknown attribute"},
+}
 _RETRIEVE = {
     200: {"content": {'multipart/related; type="application/dicom"': {}}},
     406: {"description": "the Accept header excludes the stored transfer syntax"},
@@ -41,8 +47,10 @@ _RETRIEVE = {
 _METADATA = {200: {"content": {DICOM_JSON: {}}}, **ERRORS}
 
 
-def _base(request: Request) -> str:
-    return f"{str(request.base_url).rstrip('/')}{router.prefix}"
+def dicomweb_base(request: Request) -> str:
+    """The DICOMweb root URL: ``api.public_url`` when set, else the request's own."""
+    public = vault_of(request).settings.api.public_url
+    return f"{(public or str(request.base_url)).rstrip('/')}{router.prefix}"
 
 
 def _warnings(ignored: tuple[str, ...], truncated: bool) -> dict[str, str]:
@@ -60,21 +68,28 @@ def _search(request: Request, principal: Principal, level: Level, **scope: str) 
     finish.detail["level"] = level.value
     try:
         query = parse_search(level, request.query_params.multi_items(), **scope)
-        found = search(vault_of(request), principal, query, _base(request))
+        found = search(vault_of(request), principal, query, dicomweb_base(request))
     except (VaultError, CryptoError) as exc:
         finish.refused(exc)
         raise
     finish.detail["results"] = len(found.results)
     finish("success")
-    body = json.dumps(found.results, separators=(",", ":")).encode()
     headers = _warnings(query.ignored, found.truncated)
+    if not found.results:  # PS3.18 8.3.4.4.1: no match is 204 with an empty body
+        return Response(status_code=204, headers=headers)
+    body = json.dumps(found.results, separators=(",", ":")).encode()
     return Response(body, media_type=DICOM_JSON, headers=headers)
 
 
-def _found(
+def found_instances(
     request: Request, principal: Principal, finish: AccessRecord, uids: tuple[str, str, str]
 ) -> list[InstanceInfo]:
-    """The served instances the path names, the access record told which object it is."""
+    """The served instances the path names, the access record told which object it is.
+
+    Raises:
+        NotFound: unknown or out of reach (the same answer for both).
+        NotReady: the study is still being de-identified.
+    """
     study, instances = retrieval(vault_of(request), principal, *uids)
     finish.object_id = instances[0].id if uids[2] else study.id
     finish.detail["instances"] = len(instances)
@@ -89,7 +104,7 @@ def _retrieve(request: Request, principal: Principal, *uids: str) -> Response:
     study_uid, series_uid, sop_uid = (*uids, "", "")[:3]
     finish = AccessRecord(request, principal, "dicomweb.retrieve", _kind(sop_uid), None)
     try:
-        instances = _found(request, principal, finish, (study_uid, series_uid, sop_uid))
+        instances = found_instances(request, principal, finish, (study_uid, series_uid, sop_uid))
         check_accept(request.headers.get("accept"), {i.transfer_syntax_uid for i in instances})
         open_member = opener(vault_of(request), {i.stored.key_id for i in instances})
     except (VaultError, CryptoError) as exc:
@@ -105,12 +120,12 @@ def _metadata(request: Request, principal: Principal, *uids: str) -> Response:
     study_uid, series_uid, sop_uid = (*uids, "", "")[:3]
     finish = AccessRecord(request, principal, "dicomweb.metadata", _kind(sop_uid), None)
     try:
-        instances = _found(request, principal, finish, (study_uid, series_uid, sop_uid))
+        instances = found_instances(request, principal, finish, (study_uid, series_uid, sop_uid))
         open_member = opener(vault_of(request), {i.stored.key_id for i in instances})
     except (VaultError, CryptoError) as exc:
         finish.refused(exc)
         raise
-    stream = started(metadata_stream(instances, open_member), finish)
+    stream = started(metadata_stream(instances, open_member, dicomweb_base(request)), finish)
     return StreamingResponse(stream, media_type=DICOM_JSON)
 
 
