@@ -612,4 +612,5 @@ _FIXED_WORDS = {
     *("open", "complete", "abandoned", "stored", "duplicate", "refused", "partial", "skipped"),
     *("enabled", "disabled", "clinician", "engineer", "dpo", "admin"),
     *("read:pseudonymised", "metrics", "passed"),
+    *("pending", "reported", "given-up"),
 }
