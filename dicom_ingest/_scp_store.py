@@ -18,7 +18,7 @@ import logging
 import ssl
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -43,6 +43,7 @@ from vault.catalog.models import Case
 from vault.core import Vault
 from vault.errors import VaultError, dimse_error_comment, dimse_status
 from vault.logs import withheld_traceback
+from vault.settings import ScpSettings
 from vault.settle import StudySettledHooks
 
 log = logging.getLogger("dicom_ingest.scp")
@@ -79,6 +80,8 @@ class ReceiverContext:
     ae_title: str = "DICOMVAULT"
     # For the associations the receiver opens itself (commitment reports).
     client_tls: ssl.SSLContext | None = None
+    # The receiver's settings (storage commitment reports and their retries).
+    settings: ScpSettings = field(default_factory=ScpSettings)
 
 
 def case_tag_for(keyword: str) -> BaseTag:

@@ -9,11 +9,29 @@ the caller's organisation AND re-reading it through
 :func:`vault.reader.open_instance` (decrypting and authenticating every
 segment) reproduces its catalogued SHA-256.
 
-The report goes on the same association when the caller keeps it open,
-otherwise on a new association to the node's ``host`` (``"host"`` or
-``"host:port"``, port 104 if none), asking for the SCP role of the Storage
-Commitment Push Model SOP Class. A commitment request also settles the
-studies it names (:func:`vault.settle.settle_study`).
+The report goes on the same association when the caller keeps it open
+(unless ``scp.commitment_report_new_association``), otherwise on a new
+association to the node's ``host`` (:mod:`dicom_ingest._commitment_send`). A
+commitment request also settles the studies it names
+(:func:`vault.settle.settle_study`).
+
+Every accepted request is recorded in the catalog before it is answered
+(:mod:`dicom_ingest._commitment_store`, its UIDs sealed): a report that cannot
+be delivered stays pending and is retried with back-off by the receiver's
+settle timer (:mod:`dicom_ingest.commitment_retry`), re-checked at each
+attempt, until delivered or given up after ``scp.commitment_report_attempts``
+attempts or ``scp.commitment_report_max_age_hours`` (logged without UIDs,
+recorded as ``commitment.give-up``).
+
+A Transaction UID identifies one request (PS3.4 J.3.2). A repeat from the same
+node with the same Transaction UID and the same references is the same
+transaction (a PACS that missed the report and asks again): it is answered
+with success and reported again. The same Transaction UID with other
+references is a duplicate transaction: the N-ACTION is answered with success
+(it only says the request was received) and the report fails every instance
+with Failure Reason 0x0131 "Duplicate transaction UID" (PS3.3 C.14.1.1),
+leaving the first transaction as it was. An N-ACTION that cannot be recorded
+is answered 0x0213 (resource limitation): the PACS keeps its copies.
 """
 
 from __future__ import annotations
@@ -25,19 +43,29 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, build_role
 from pynetdicom.sop_class import StorageCommitmentPushModel
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from crypto.errors import CryptoError
+from dicom_ingest._commitment_send import COMMITMENT_INSTANCE_UID, ReportSender
+from dicom_ingest._commitment_store import (
+    References,
+    admit,
+    delivered_attempt,
+    failed_attempt,
+    give_up,
+)
 from vault.audit import AuditRecord
-from vault.catalog.models import Instance, PacsNode, Study
+from vault.catalog.models import Instance, Study
 from vault.core import Vault
 from vault.errors import VaultError
 from vault.reader import open_instance
-from vault.settle import settle_study
+from vault.settings import ScpSettings
+from vault.settle import StudySettledHooks, settle_study
 
 if TYPE_CHECKING:
+    from dicom_ingest._scp_peers import PeerSession
     from dicom_ingest._scp_store import ReceiverContext
 
 __all__ = [
@@ -45,21 +73,24 @@ __all__ = [
     "CommitmentOutcome",
     "check_commitment",
     "commitment_report",
+    "conclude_attempt",
+    "evaluate",
     "handle_commitment",
 ]
 
 log = logging.getLogger(__name__)
 
-# The well-known SOP Instance of the Storage Commitment Push Model (PS3.4 J.3.1).
-COMMITMENT_INSTANCE_UID = "1.2.840.10008.1.20.1.1"
 REQUEST_COMMITMENT = 1
 ALL_COMMITTED, SOME_FAILED = 1, 2
-# Failure Reasons (PS3.4 Annex J.3.3.1.1).
+# Failure Reasons (PS3.3 C.14.1.1).
 PROCESSING_FAILURE = 0x0110
 NO_SUCH_OBJECT_INSTANCE = 0x0112
 CLASS_INSTANCE_CONFLICT = 0x0119
-DEFAULT_PORT = 104
+DUPLICATE_TRANSACTION_UID = 0x0131
+# N-ACTION status when the request cannot be recorded (PS3.7 C.4.1.1.2).
+RESOURCE_LIMITATION = 0x0213
 _READ_CHUNK = 1024 * 1024
+_RECORD_FAILURES = (SQLAlchemyError, VaultError, CryptoError)
 
 
 @dataclass(frozen=True)
@@ -155,119 +186,186 @@ def _request_status(request: Dataset) -> int:
     return 0x0000
 
 
-def handle_commitment(event: Any, context: ReceiverContext) -> tuple[int, Dataset | None]:
-    """EVT_N_ACTION: accept a commitment request and report on it in the background."""
+def _request_check(event: Any, peer: PeerSession | None) -> int:
+    """0 if the N-ACTION is a commitment request of an admitted caller, else its failure."""
     if event.request.RequestedSOPClassUID != StorageCommitmentPushModel:
-        return 0x0118, None  # No such SOP Class
+        return 0x0118  # No such SOP Class
     if event.request.RequestedSOPInstanceUID != COMMITMENT_INSTANCE_UID:
-        return 0x0117, None  # Invalid object instance (the well-known one is required)
+        return 0x0117  # Invalid object instance (the well-known one is required)
     if event.request.ActionTypeID != REQUEST_COMMITMENT:
-        return 0x0123, None  # No such action
-    peer = context.peers.get(id(event.assoc))
+        return 0x0123  # No such action
     if peer is None:
-        return 0x0124, None  # Refused: not authorised
-    request = event.action_information
-    status = _request_status(request)
-    if status:
+        return 0x0124  # Refused: not authorised
+    return _request_status(event.action_information)
+
+
+def handle_commitment(event: Any, context: ReceiverContext) -> tuple[int, Dataset | None]:
+    """EVT_N_ACTION: record a commitment request and report on it in the background."""
+    peer = context.peers.get(id(event.assoc))
+    status = _request_check(event, peer)
+    if status or peer is None:
         return status, None
-    job = _ReportJob(context, event.assoc, peer.node_id, peer.organisation_id, request)
+    request = event.action_information
+    transaction_uid, references = str(request.TransactionUID), _references(request)
+    try:
+        admission = admit(
+            context.vault,
+            context.settings,
+            peer.node_id,
+            peer.organisation_id,
+            transaction_uid,
+            references,
+        )
+    except _RECORD_FAILURES as exc:
+        log.error("commitment request not recorded: %s", type(exc).__name__)
+        return RESOURCE_LIMITATION, None
+    asked = _Asked(peer.node_id, peer.organisation_id, transaction_uid, references)
+    job = _ReportJob(context, event.assoc, asked, admission.transaction_id)
     threading.Thread(target=job.run, name="dicom-vault-commitment", daemon=True).start()
     return 0x0000, None
 
 
+@dataclass(frozen=True)
+class _Asked:
+    node_id: str
+    organisation_id: str
+    transaction_uid: str
+    references: References
+
+
+def evaluate(
+    vault: Vault,
+    hooks: StudySettledHooks | None,
+    node_id: str,
+    organisation_id: str,
+    references: References,
+    *,
+    remote: str | None = None,
+) -> CommitmentOutcome:
+    """Check the references, settle the studies they name, and record the check
+    (it read every instance asked about) in the access log."""
+    outcome = check_commitment(vault, organisation_id, references)
+    for study_id in sorted(outcome.study_ids):
+        settle_study(vault, study_id, hooks)
+    vault.audit.record(
+        AuditRecord(
+            actor=f"pacs:{node_id}",
+            action="commitment.check",
+            outcome="success" if not outcome.failed else "partial",
+            object_type="pacs_node",
+            object_id=node_id,
+            remote=remote,
+            detail={
+                "committed": len(outcome.committed),
+                "failed": len(outcome.failed),
+                "studies": len(outcome.study_ids),
+            },
+        )
+    )
+    return outcome
+
+
+def duplicate_outcome(references: References) -> CommitmentOutcome:
+    """Every instance of a request reusing a known Transaction UID, failed as such."""
+    failed = [(c, i, DUPLICATE_TRANSACTION_UID) for c, i in references]
+    return CommitmentOutcome([], failed, set())
+
+
+def conclude_attempt(
+    vault: Vault, settings: ScpSettings, transaction_id: str, node_id: str, *, sent: bool
+) -> bool:
+    """Record one delivery attempt; give the report up when it was the last allowed.
+    Returns whether the report is still pending."""
+    if sent:
+        delivered_attempt(vault, transaction_id)
+        return False
+    attempts = failed_attempt(vault, settings, transaction_id)
+    if attempts < settings.commitment_report_attempts:
+        return True
+    report_given_up(vault, transaction_id, node_id, attempts)
+    return False
+
+
+def report_given_up(vault: Vault, transaction_id: str, node_id: str, attempts: int) -> None:
+    """Give a report up: the row finished, a log line and an access-log record (no UIDs)."""
+    give_up(vault, transaction_id)
+    log.warning(
+        "storage commitment report for node %s given up after %d attempt(s)", node_id, attempts
+    )
+    vault.audit.record(
+        AuditRecord(
+            actor="system",
+            action="commitment.give-up",
+            outcome="failure",
+            object_type="pacs_node",
+            object_id=node_id,
+            detail={"transaction": transaction_id, "attempts": attempts},
+        )
+    )
+
+
 class _ReportJob:
-    """Checks the instances, settles their studies, sends the N-EVENT-REPORT."""
+    """Checks the instances, settles their studies, sends the N-EVENT-REPORT, and
+    records the attempt (a duplicate's report is sent once, not recorded)."""
 
     def __init__(
-        self,
-        context: ReceiverContext,
-        assoc: Any,
-        node_id: str,
-        organisation_id: str,
-        request: Dataset,
+        self, context: ReceiverContext, assoc: Any, asked: _Asked, transaction_id: str | None
     ) -> None:
         self._context = context
         self._assoc = assoc
-        self._node_id = node_id
-        self._organisation_id = organisation_id
-        self._transaction_uid = str(request.TransactionUID)
-        self._references = _references(request)
+        self._asked = asked
+        self._transaction_id = transaction_id
 
     def run(self) -> None:
-        vault = self._context.vault
-        outcome = check_commitment(vault, self._organisation_id, self._references)
-        for study_id in sorted(outcome.study_ids):
-            settle_study(vault, study_id, self._context.hooks)
-        self._record(outcome)
-        event_type, report = commitment_report(self._transaction_uid, outcome)
-        sent = self._send_same_association(event_type, report) or self._send_new_association(
-            event_type, report
-        )
+        outcome = self._outcome()
+        event_type, report = commitment_report(self._asked.transaction_uid, outcome)
+        sent = self._send(event_type, report)
+        pending = False
+        if self._transaction_id is not None:
+            pending = self._conclude(self._transaction_id, sent)
         log.info(
-            "storage commitment for node %s: %d committed, %d failed, reported=%s",
-            self._node_id,
+            "storage commitment for node %s: %d committed, %d failed, reported=%s%s",
+            self._asked.node_id,
             len(outcome.committed),
             len(outcome.failed),
             sent,
+            ", to retry" if pending else "",
         )
 
-    def _record(self, outcome: CommitmentOutcome) -> None:
-        """The check read (decrypted) every instance asked about: it goes in the access log,
-        before the report is sent."""
+    def _outcome(self) -> CommitmentOutcome:
+        if self._transaction_id is None:
+            log.warning("duplicate Transaction UID from node %s", self._asked.node_id)
+            return duplicate_outcome(self._asked.references)
         requestor = self._assoc.requestor
-        self._context.vault.audit.record(
-            AuditRecord(
-                actor=f"pacs:{self._node_id}",
-                action="commitment.check",
-                outcome="success" if not outcome.failed else "partial",
-                object_type="pacs_node",
-                object_id=self._node_id,
-                remote=f"{requestor.address}:{requestor.port}",
-                detail={
-                    "committed": len(outcome.committed),
-                    "failed": len(outcome.failed),
-                    "studies": len(outcome.study_ids),
-                },
-            )
+        return evaluate(
+            self._context.vault,
+            self._context.hooks,
+            self._asked.node_id,
+            self._asked.organisation_id,
+            self._asked.references,
+            remote=f"{requestor.address}:{requestor.port}",
         )
 
-    def _send_same_association(self, event_type: int, report: Dataset) -> bool:
-        if not self._assoc.is_established:
-            return False
-        try:
-            status, _reply = self._assoc.send_n_event_report(
-                report, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID
-            )
-        except (RuntimeError, ValueError) as exc:
-            log.info("commitment report not sent on the open association: %s", type(exc).__name__)
-            return False
-        return bool(status) and status.Status == 0x0000
-
-    def _send_new_association(self, event_type: int, report: Dataset) -> bool:
-        vault = self._context.vault
-        with vault.catalog.session() as session:
-            node = session.get(PacsNode, self._node_id)
-            target = (node.ae_title, node.host) if node is not None and node.host else None
-        if target is None:
-            return False
-        host, _sep, port = target[1].partition(":")
-        ae = AE(ae_title=self._context.ae_title)
-        ae.add_requested_context(StorageCommitmentPushModel)
-        role = build_role(StorageCommitmentPushModel, scu_role=False, scp_role=True)
-        tls = self._context.client_tls
-        assoc = ae.associate(
-            host,
-            int(port or DEFAULT_PORT),
-            ae_title=target[0],
-            ext_neg=[role],
-            tls_args=(tls, host) if tls is not None else None,
+    def _send(self, event_type: int, report: Dataset) -> bool:
+        context = self._context
+        sender = ReportSender(
+            context.ae_title, context.client_tls, context.settings.network_timeout_seconds
         )
-        if not assoc.is_established:
-            return False
+        if not context.settings.commitment_report_new_association and sender.on_association(
+            self._assoc, event_type, report
+        ):
+            return True
+        return sender.to_node(context.vault, self._asked.node_id, event_type, report)
+
+    def _conclude(self, transaction_id: str, sent: bool) -> bool:
         try:
-            status, _reply = assoc.send_n_event_report(
-                report, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID
+            return conclude_attempt(
+                self._context.vault,
+                self._context.settings,
+                transaction_id,
+                self._asked.node_id,
+                sent=sent,
             )
-        finally:
-            assoc.release()
-        return bool(status) and status.Status == 0x0000
+        except _RECORD_FAILURES as exc:  # the row stays pending: the timer retries it
+            log.error("commitment attempt not recorded: %s", type(exc).__name__)
+            return True

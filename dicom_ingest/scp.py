@@ -9,7 +9,8 @@ sockets with ``TCP_NODELAY`` and optional DICOM TLS
 (:mod:`dicom_ingest._scp_transport`), served by event-driven association
 threads instead of pynetdicom's 1 ms polling loops
 (:mod:`dicom_ingest._scp_reactor`); and a timer thread settling idle studies
-(:mod:`vault.settle`). Concurrent associations share catalog transactions
+(:mod:`vault.settle`) and retrying undelivered storage-commitment reports
+(:mod:`dicom_ingest.commitment_retry`). Concurrent associations share catalog transactions
 (group commit, :mod:`dicom_ingest._group_commit`); ``scp.processes`` > 1
 runs that many receiver processes on one listening socket, the least loaded
 taking each new association (:class:`~dicom_ingest._scp_transport.AcceptBalance`).
@@ -61,11 +62,12 @@ from dicom_ingest._scp_transport import (
     server_class,
 )
 from dicom_ingest.commitment import handle_commitment
+from dicom_ingest.commitment_retry import receiver_settler
 from dicom_ingest.pipeline import IngestPipeline
 from dicom_ingest.validation import ValidationPolicy
 from vault.core import Vault, open_vault
 from vault.settings import ScpSettings, Settings
-from vault.settle import IdleSettler, StudySettledHooks
+from vault.settle import StudySettledHooks
 from vault.signals import StopSignal
 
 __all__ = ["StorageScp", "build_ae", "run_scp"]
@@ -148,13 +150,12 @@ class StorageScp:
             case_tag=case_tag_for(self._settings.case_attribute),
             hooks=self._hooks,
             ae_title=self._settings.ae_title,
+            settings=self._settings,
         )
         self._ae = build_ae(self._settings, policy)
         self._server: VaultAssociationServer | None = None
         self._thread: threading.Thread | None = None
-        self._settler = (
-            IdleSettler.from_settings(vault, self._settings, self._hooks) if settle else None
-        )
+        self._settler = receiver_settler(vault, self._settings, self._hooks) if settle else None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -266,7 +267,7 @@ def _run_processes(
     hooks: StudySettledHooks | None,
     on_ready: Callable[[int], None] | None,
 ) -> None:
-    settler = IdleSettler.from_settings(vault, settings.scp, hooks)
+    settler = receiver_settler(vault, settings.scp, hooks)
     try:
         run_processes(settings, settler, on_ready)
     finally:

@@ -70,7 +70,7 @@ FAMILIES = {
         *("studies_shredded_total", "pending_object_deletions"),
         *("pseudonymised_studies", "pseudonymised_instances"),
         *("uploads", "open_upload_files", "upload_spooled_bytes"),
-        *("pacs_nodes", "users", "api_tokens_live"),
+        *("pacs_nodes", "commitment_reports", "users", "api_tokens_live"),
         *("data_subject_requests_open", "data_subject_requests_overdue"),
         *("breaches_open", "breaches_awaiting_notification"),
         *("audit_records_total", "audit_records_after_checkpoint", "audit_checkpoint_age_seconds"),
@@ -612,4 +612,5 @@ _FIXED_WORDS = {
     *("open", "complete", "abandoned", "stored", "duplicate", "refused", "partial", "skipped"),
     *("enabled", "disabled", "clinician", "engineer", "dpo", "admin"),
     *("read:pseudonymised", "metrics", "passed"),
+    *("pending", "reported", "given-up"),
 }

@@ -116,6 +116,8 @@ EVENT_KINDS: dict[str, EventKind] = {
     "instance.store": _RECEIVED,
     "association": EventKind(NETWORK_ENTRY, (ATTACH,), "E", SOURCE, DESTINATION),
     "commitment.check": EventKind(INSTANCES_ACCESSED, (), "R", lifecycle="6"),
+    # a storage-commitment report the PACS never acknowledged, out of attempts or time
+    "commitment.give-up": EventKind(APPLICATION_ACTIVITY, (), "E", vault_role=SOURCE),
     "upload.create": EventKind(BEGIN_TRANSFER, (), "E", SOURCE, DESTINATION),
     "upload.file": _RECEIVED,
     "upload.complete": _RECEIVED,

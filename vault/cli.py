@@ -173,7 +173,10 @@ def _start_settler(settings: Settings, hooks: StudySettledHooks) -> IdleSettler:
 
 
 def _idle_settler(settings: Settings, hooks: StudySettledHooks) -> IdleSettler:
-    return IdleSettler.from_settings(open_vault(settings), settings.scp, hooks)
+    """The receiver's timer: idle studies, and pending storage-commitment reports."""
+    from dicom_ingest.commitment_retry import receiver_settler
+
+    return receiver_settler(open_vault(settings), settings.scp, hooks)
 
 
 @app.command("scp")

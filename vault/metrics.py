@@ -2,9 +2,9 @@
 
 :func:`collect` counts, at each scrape, what the catalog holds: studies and
 their instances and plaintext bytes by state, shredded studies, legal holds,
-de-identification progress, uploads, PACS nodes, accounts and live API
-tokens, data-subject requests and breaches against their deadlines (on the
-vault's clock), and the access log's chain head and newest signed
+de-identification progress, uploads, PACS nodes and their storage-commitment
+reports, accounts and live API tokens, data-subject requests and breaches
+against their deadlines (on the vault's clock), and the access log's chain head and newest signed
 checkpoint. The figures come from the catalog, never from counters kept in
 memory, so every API process of a deployment answers the same, whatever the
 number of API, receiver and worker processes.
@@ -40,6 +40,7 @@ from vault.auth.tokens import SCOPES
 from vault.breaches import NOTIFY_AUTHORITY_WITHIN
 from vault.catalog.accounts import ROLES, ApiToken, User
 from vault.catalog.breaches import Breach
+from vault.catalog.commitments import REPORT_STATES, CommitmentTransaction
 from vault.catalog.deid import STUDY_STATES as PSEUDONYMISED_STATES
 from vault.catalog.deid import PseudonymisedStudy
 from vault.catalog.dsr import OPEN_STATES, DataSubjectRequest
@@ -281,6 +282,9 @@ def _users(session: Session) -> Family:
 
 def _accounts(session: Session, now: datetime) -> list[Family]:
     nodes = select(PacsNode.enabled, func.count()).group_by(PacsNode.enabled)
+    reports = select(CommitmentTransaction.state, func.count()).group_by(
+        CommitmentTransaction.state
+    )
     live = (
         select(ApiToken.scope, func.count())
         .join(User, User.id == ApiToken.user_id)
@@ -294,6 +298,14 @@ def _accounts(session: Session, now: datetime) -> list[Family]:
             "state",
             ENABLED,
             {_enabled(not enabled): count for enabled, count in _tally(session, nodes).items()},
+        ),
+        by_word(
+            "commitment_reports",
+            "Storage-commitment reports by state: pending (being retried), reported or "
+            "given up (those two for scp.commitment_remember_days).",
+            "state",
+            REPORT_STATES,
+            _tally(session, reports),
         ),
         _users(session),
         by_word(

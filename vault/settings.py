@@ -330,6 +330,22 @@ class ScpSettings(Section):
     settle_idle_seconds: float = Field(default=300.0, gt=0)
     settle_check_seconds: float = Field(default=30.0, gt=0)
     network_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Storage commitment (PS3.4 Annex J, see dicom_ingest.commitment): send every
+    # report on a new association to the node's host, even while the requester's
+    # association is still open (for PACS that only listen for reports).
+    commitment_report_new_association: bool = False
+    # A report that cannot be delivered stays pending in the catalog (its UIDs
+    # sealed) and is retried by the settle timer: retry n waits
+    # commitment_retry_seconds * 2**(n-1), at most commitment_retry_max_seconds.
+    # It is given up after commitment_report_attempts attempts (the first one
+    # included) or once commitment_report_max_age_hours old, whichever comes first.
+    commitment_report_attempts: int = Field(default=20, ge=1)
+    commitment_retry_seconds: float = Field(default=60.0, gt=0)
+    commitment_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    commitment_report_max_age_hours: float = Field(default=24.0, gt=0)
+    # Transactions reported or given up are remembered this long, without their
+    # UIDs, so that a repeated Transaction UID is recognised.
+    commitment_remember_days: float = Field(default=30.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -126,8 +126,13 @@ def settle_idle_studies(
     return settled
 
 
+Chore = Callable[[], object]
+
+
 class IdleSettler(threading.Thread):
-    """A daemon thread running :func:`settle_idle_studies` every ``interval``."""
+    """A daemon thread running :func:`settle_idle_studies` every ``interval``, then
+    each of ``chores``: the receiver's other periodic work (pending storage-commitment
+    reports, :mod:`dicom_ingest.commitment_retry`), which ``vault`` does not know."""
 
     def __init__(
         self,
@@ -136,17 +141,24 @@ class IdleSettler(threading.Thread):
         idle: timedelta,
         interval: timedelta,
         hooks: StudySettledHooks | None = None,
+        chores: Iterable[Chore] = (),
     ) -> None:
         super().__init__(name="dicom-vault-settler", daemon=True)
         self._vault = vault
         self._idle = idle
         self._interval = interval.total_seconds()
         self._hooks = hooks
+        self._chores = tuple(chores)
         self._stopping = threading.Event()
 
     @classmethod
     def from_settings(
-        cls, vault: Vault, settings: ScpSettings, hooks: StudySettledHooks | None = None
+        cls,
+        vault: Vault,
+        settings: ScpSettings,
+        hooks: StudySettledHooks | None = None,
+        *,
+        chores: Iterable[Chore] = (),
     ) -> IdleSettler:
         """The timer of ``settings.settle_idle_seconds``, checked every
         ``settings.settle_check_seconds`` (the receiver's, also run by ``serve``)."""
@@ -155,6 +167,7 @@ class IdleSettler(threading.Thread):
             idle=timedelta(seconds=settings.settle_idle_seconds),
             interval=timedelta(seconds=settings.settle_check_seconds),
             hooks=hooks,
+            chores=chores,
         )
 
     def run(self) -> None:
@@ -162,12 +175,18 @@ class IdleSettler(threading.Thread):
             self.run_once()
 
     def run_once(self) -> list[str]:
-        """One idle check; a catalog failure is logged and retried next time."""
+        """One idle check, then the chores; a failure is logged and retried next time."""
         try:
-            return settle_idle_studies(self._vault, self._idle, self._hooks)
+            settled = settle_idle_studies(self._vault, self._idle, self._hooks)
         except SQLAlchemyError as exc:
             log.error("idle study check failed, retrying later: %s", type(exc).__name__)
-            return []
+            settled = []
+        for chore in self._chores:
+            try:
+                chore()
+            except Exception as exc:  # noqa: BLE001 (the timer must outlive one bad chore)
+                log.error("receiver chore failed, retrying later\n%s", withheld_traceback(exc))
+        return settled
 
     def stop(self) -> None:
         self._stopping.set()

@@ -15,7 +15,7 @@ from typing import Literal
 
 from crypto.keys import MacKey
 
-IndexKind = Literal["study", "series", "instance", "patient"]
+IndexKind = Literal["study", "series", "instance", "patient", "transaction", "commitment-request"]
 
 INDEX_KEY_PURPOSE = "catalog-index"
 

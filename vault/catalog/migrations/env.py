@@ -7,6 +7,7 @@ from alembic import context
 # Imported for their effect: each module registers its tables on Base.
 import vault.catalog.accounts
 import vault.catalog.breaches
+import vault.catalog.commitments
 import vault.catalog.deid
 import vault.catalog.dsr
 import vault.catalog.key_periods
