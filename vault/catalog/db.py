@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,13 +73,26 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # SQLite gives its -wal and -shm files the database file's mode.
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        _create_private(path)
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file with mode 0600 if it does not exist yet (SQLite
+    gives its -wal and -shm files the database file's mode).
+
+    An existing file is never opened here: closing any descriptor of a file
+    drops every POSIX lock this process holds on it, SQLite's included. A
+    ``serve`` process that opened a second engine that way held no lock any
+    more, and a CLI command closing its last connection then took itself for
+    the last user, checkpointed and deleted the WAL the server was writing to.
+    """
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def alembic_config(engine: Engine) -> Config:
