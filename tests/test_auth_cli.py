@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 
 from tests.services.auth_env import BASE_URL, START, form_nonce, post_login
 from vault.api.app import create_app
+from vault.auth.links import link_url
 from vault.clock import FrozenClock
-from vault.settings import AuthSettings, Settings
+from vault.settings import ApiSettings, AuthSettings, Settings
 
 CLI = Path(sys.executable).with_name("dicom-vault")
 PASSWORD = "a passphrase from a script"
@@ -142,3 +143,14 @@ class TestTokensFromTheCli:
         run(data_dir, "revoke-token", token_id.group(1))
         response = web.get("/api/cases", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 401
+
+
+class TestLinkAddress:
+    def test_links_start_with_the_public_url(self, data_dir: Path) -> None:
+        api = ApiSettings(public_url="https://vault.example.org/")
+        settings = Settings(data_dir=data_dir, api=api)
+        assert link_url(settings, "T0KEN") == "https://vault.example.org/set-password#T0KEN"
+
+    def test_without_one_links_name_the_api_address(self, data_dir: Path) -> None:
+        settings = Settings(data_dir=data_dir, api=ApiSettings(host="10.0.0.5", port=8443))
+        assert link_url(settings, "T0KEN") == "https://10.0.0.5:8443/set-password#T0KEN"

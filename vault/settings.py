@@ -266,9 +266,10 @@ class ApiSettings(Section):
     port: int = 8000
     # Web API worker processes (uvicorn); 1 serves from the ``serve`` process itself.
     workers: int = Field(default=1, ge=1, le=64)
-    # The API's public base URL (``https://vault.example.org``, behind the proxy):
-    # DICOMweb RetrieveURL and BulkDataURI values start with it. Unset: the URL
-    # the request came in on (its Host header), as the proxy passes it on.
+    # The address people use (``https://vault.example.org``, behind the proxy):
+    # one-time links printed by the CLI and DICOMweb RetrieveURL and BulkDataURI
+    # values start with it. Unset: links name ``host:port``, and DICOMweb URLs
+    # the URL the request came in on (its Host header), as the proxy passes it on.
     public_url: str | None = Field(default=None, pattern=r"^https?://[^\s?#]+$")
 
 
@@ -297,8 +298,6 @@ class AuthSettings(Section):
     upload_path_prefixes: list[str] = ["/api/uploads", "/files", "/dicomweb"]
     # Send HSTS even on http (TLS terminated by a proxy in front).
     hsts: bool = False
-    # The address people use, for links printed by the CLI; default from ``api``.
-    public_url: str | None = None
 
 
 class ScpSettings(Section):

@@ -25,8 +25,8 @@ PURPOSES = ("invite", "reset")
 
 def base_url(settings: Settings) -> str:
     """The address people use to reach the service."""
-    if settings.auth.public_url:
-        return settings.auth.public_url.rstrip("/")
+    if settings.api.public_url:
+        return settings.api.public_url.rstrip("/")
     scheme = "https" if settings.auth.cookie_secure else "http"
     return f"{scheme}://{settings.api.host}:{settings.api.port}"
 
