@@ -17,6 +17,7 @@ from tests.services.auth_env import (
     post_login,
 )
 from vault.admin import user_by_email
+from vault.catalog.accounts import User
 
 
 def _code(world: AuthWorld, secret: str) -> str:
@@ -268,6 +269,18 @@ class TestOneTimeLinks:
         assert self._set(auth_world, link, "a brand new passphrase") == 200
         # whoever knew the old password may have made this token
         assert auth_world.client.get("/api/me", headers=bearer).status_code == 401
+
+    def test_a_first_password_keeps_the_tokens_an_administrator_made(
+        self, auth_world: AuthWorld
+    ) -> None:
+        account = auth_world.add_user("f@maker.example", "engineer", "Maker")
+        api_token = auth_world.token(account)
+        with auth_world.vault.catalog.session() as session:
+            session.get(User, account.user_id).password_hash = None  # invited, never logged in
+            link = auth_world.auth.links.issue(session, account.user_id, "invite")
+        assert self._set(auth_world, link, "a brand new passphrase") == 200
+        bearer = {"Authorization": f"Bearer {api_token}"}
+        assert auth_world.client.get("/api/me", headers=bearer).status_code == 200
 
 
 @pytest.mark.parametrize("role", ["clinician", "engineer", "dpo", "admin"])

@@ -201,10 +201,11 @@ class Authenticator:
             if link is None or user is None:
                 self._record(session, "anonymous", "auth.password-set", "failure-link", remote)
                 return False
+            had_password = bool(user.password_hash)
             user.password_hash = new_hash
-            # Whoever knew the old password may have made tokens: they go too.
             self.sessions.end_all(session, user.id)
-            self.tokens.revoke_all(session, user.id)
+            if had_password:  # whoever knew the old one may have made tokens: they go too
+                self.tokens.revoke_all(session, user.id)
             self._record(session, f"user:{user.id}", "auth.password-set", "success", remote)
             return True
 
