@@ -153,4 +153,4 @@ class TestLinkAddress:
 
     def test_without_one_links_name_the_api_address(self, data_dir: Path) -> None:
         settings = Settings(data_dir=data_dir, api=ApiSettings(host="10.0.0.5", port=8443))
-        assert link_url(settings, "T0KEN") == "https://10.0.0.5:8443/set-password#T0KEN"
+        assert link_url(settings, "T0KEN") == "http://10.0.0.5:8443/set-password#T0KEN"

@@ -510,6 +510,12 @@ def test_the_dsr_commands_take_an_access_request_to_its_package(tmp_path: Path) 
         ALICE.birth_date,
     )
     assert "matched 1 studies" in found.stdout, found.stderr
+    assert "no study matched" not in found.stderr
+    wrong_issuer = run_cli(
+        data, "dsr", "search", "DSR-CLI-1", "--patient-id", ALICE.patient_id, "--issuer", "HOSP"
+    )
+    assert "matched 0 studies" in wrong_issuer.stdout
+    assert "check the ID and its issuer" in wrong_issuer.stderr
     out = tmp_path / "package.zip"
     refused = run_cli(data, "dsr", "export", "DSR-CLI-1", "--out", str(out))
     assert refused.returncode == 2 and "not been verified" in refused.stderr

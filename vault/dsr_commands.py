@@ -92,6 +92,12 @@ def search_command(
     with refusals_exit():
         found = find_subject_studies(cli_vault(), ref, given, actor=ACTOR)
     typer.echo(f"matched {len(found.matched)} studies, left out {found.excluded} by header check")
+    if not found.matched:
+        typer.echo(
+            "no study matched: check the ID and its issuer exactly as the hospital writes them"
+            " (the issuer is part of the identity); the request is not answered by this alone",
+            err=True,
+        )
 
 
 @dsr_app.command("verify")

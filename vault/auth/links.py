@@ -27,8 +27,8 @@ def base_url(settings: Settings) -> str:
     """The address people use to reach the service."""
     if settings.api.public_url:
         return settings.api.public_url.rstrip("/")
-    scheme = "https" if settings.auth.cookie_secure else "http"
-    return f"{scheme}://{settings.api.host}:{settings.api.port}"
+    # The API itself speaks plain HTTP (TLS ends at the proxy, which sets public_url).
+    return f"http://{settings.api.host}:{settings.api.port}"
 
 
 def link_url(settings: Settings, token: str) -> str:
