@@ -115,10 +115,12 @@ class PeerRegistry:
 
     def _check(self, caller: CallerFacts) -> PeerSession:
         title = caller.calling_ae_title.strip()
-        with self._vault.catalog.session() as db:
+        with self._vault.catalog.read_session() as db:
             node = db.scalar(select(PacsNode).where(PacsNode.ae_title == title))
-            if node is None or not node.enabled:
-                raise Refusal("unknown-caller", node.id if node else None)
+            if node is None:
+                raise Refusal("unknown-caller", None)
+            if not node.enabled:  # the peer is told "not recognised" all the same
+                raise Refusal("disabled-caller", node.id)
             node_id, organisation_id, ae_title = node.id, node.organisation_id, node.ae_title
             host, expected_cert = node.host, node.cert_sha256
         if self._settings.require_called_ae_title and (

@@ -140,6 +140,7 @@ class TestAdmission:
         assoc = associate(receiver)
         assert assoc.is_rejected
         assert assoc.acceptor.primitive.diagnostic == CALLING_AE_NOT_RECOGNISED
+        assert [e.outcome for e in association_events(receiver)][-1] == "refused:disabled-caller"
 
     def test_storescu_with_unknown_ae_stores_nothing(
         self, dcmtk: Dcmtk, receiver: Receiver, tmp_path: Path
