@@ -84,11 +84,19 @@ def write_checkpoint(vault: Vault, *, actor: str = "system") -> AuditCheckpoint 
 
 
 def _purge_point(session: Session, cutoff: datetime) -> AuditEvent | None:
-    """The last record of the longest prefix of the chain older than ``cutoff``."""
+    """The last record of the longest prefix of the chain older than ``cutoff``.
+
+    The chain head is never purged, even when it too is older: appends go on
+    from the head left in the table, so a purge that emptied it would restart
+    the chain at record 1 (the next day's purge takes it, once newer records
+    follow it).
+    """
     first_young = session.scalar(select(func.min(AuditEvent.seq)).where(AuditEvent.at >= cutoff))
-    query = select(AuditEvent).where(AuditEvent.at < cutoff)
-    if first_young is not None:
-        query = query.where(AuditEvent.seq < first_young)
+    head = session.scalar(select(func.max(AuditEvent.seq)))
+    if head is None:
+        return None
+    keep = head if first_young is None else min(first_young, head)
+    query = select(AuditEvent).where(AuditEvent.at < cutoff, AuditEvent.seq < keep)
     return session.scalar(query.order_by(AuditEvent.seq.desc()).limit(1))
 
 
@@ -142,11 +150,24 @@ def _check_checkpoint(
     return None
 
 
+def _behind_the_purge(session: Session, floor: int) -> list[ChainBreak]:
+    """Records at or before the last purged one: a chain restarted behind the checkpoint.
+
+    The walk starts after the purge checkpoint, so these would go unchecked.
+    """
+    query = select(func.min(AuditEvent.seq)).where(AuditEvent.seq <= floor)
+    first = session.scalar(query)
+    if first is None:
+        return []
+    return [ChainBreak(first, "record numbered at or before the last purged record")]
+
+
 def verify_audit(vault: Vault) -> list[ChainBreak]:
     """Every place where the access log does not hold; empty when intact.
 
     The chain is checked from the latest ``purge`` checkpoint (or the
-    genesis), and every checkpoint's signature and pinned record are checked.
+    genesis), and every checkpoint's signature and pinned record are checked;
+    a record numbered at or before the purge checkpoint is a break too.
     """
     key = _checkpoint_key(vault)
     with vault.catalog.read_session() as session:
@@ -158,6 +179,7 @@ def verify_audit(vault: Vault) -> list[ChainBreak]:
             .order_by(AuditCheckpoint.seq, AuditCheckpoint.kind)
         ).all()
         pinned = [_check_checkpoint(session, key, c) for c in checkpoints]
+        pinned.extend(_behind_the_purge(session, floor) if start else [])
     chain_start = ChainStart(start.seq, start.hash) if start else None
     breaks = [b for b in pinned if b is not None]
     return breaks + verify_chain(vault.catalog, vault.audit, chain_start)
