@@ -18,52 +18,43 @@ daily.
 
 from __future__ import annotations
 
-import hmac
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from crypto.keys import MacKey
 from vault.audit import AuditRecord, ChainBreak, ChainStart, lock_chain
+from vault.audit_checkpoints import genuine, link_breaks, sign, time_breaks
 from vault.audit_verify import verify_chain
 from vault.catalog.models import AuditEvent
 from vault.catalog.retention import AuditCheckpoint
 from vault.core import Vault
 
 CHECKPOINT_KEY_PURPOSE = "audit-checkpoint"
+CHECKPOINTED_ACTIONS = ("audit.checkpoint", "audit.purge")  # each pinned as it is written
 
 
 def _checkpoint_key(vault: Vault) -> MacKey:
     return vault.keyring.provider.mac_key(CHECKPOINT_KEY_PURPOSE)
 
 
-def _message(kind: str, seq: int, hash_: str, at: datetime) -> bytes:
-    stamp = at.astimezone(UTC).isoformat(timespec="microseconds")
-    return f"dicom-vault-audit-checkpoint|{kind}|{seq}|{hash_}|{stamp}".encode()
-
-
-def _sign(key: MacKey, kind: str, event: AuditEvent, at: datetime) -> AuditCheckpoint:
-    mac = key.mac(_message(kind, event.seq, event.hash, at)).hex()
-    return AuditCheckpoint(
-        kind=kind, seq=event.seq, hash=event.hash, at=at, mac_key_id=key.key_id, mac=mac
-    )
-
-
-def _genuine(key: MacKey, checkpoint: AuditCheckpoint) -> bool:
-    expected = key.mac(_message(checkpoint.kind, checkpoint.seq, checkpoint.hash, checkpoint.at))
-    return hmac.compare_digest(expected.hex(), checkpoint.mac)
-
-
 def _last_event(session: Session) -> AuditEvent | None:
     return session.scalar(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1))
+
+
+def _last_checkpoint(session: Session) -> AuditCheckpoint | None:
+    query = select(AuditCheckpoint).order_by(AuditCheckpoint.number.desc()).limit(1)
+    return session.scalar(query)
 
 
 def _checkpoint_tail(session: Session, vault: Vault, key: MacKey) -> AuditCheckpoint | None:
     last = _last_event(session)
     if last is None:
         return None
-    checkpoint = _sign(key, "periodic", last, vault.clock.now())
+    previous = _last_checkpoint(session)
+    checkpoint = sign(key, "periodic", last, vault.clock.now(), previous)
     session.add(checkpoint)
     session.flush()
     return checkpoint
@@ -101,11 +92,19 @@ def _purge_point(session: Session, cutoff: datetime) -> AuditEvent | None:
 
 
 def _purge_through(session: Session, key: MacKey, point: AuditEvent, at: datetime) -> int:
-    """Replace records up to ``point`` by a signed ``purge`` checkpoint; the count."""
-    checkpoint = _sign(key, "purge", point, at)
-    session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq <= point.seq))
+    """Replace records up to ``point`` by a signed ``purge`` checkpoint; the count.
+
+    The checkpoints deleted are the oldest ones, up to the newest that pins a
+    purged record: what is left of the checkpoint chain has no gap.
+    """
+    checkpoint = sign(key, "purge", point, at, _last_checkpoint(session))
+    newest_pinning_purged = func.max(AuditCheckpoint.number)
+    through = session.scalar(select(newest_pinning_purged).where(AuditCheckpoint.seq <= point.seq))
+    if through is not None:
+        session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.number <= through))
     purged = session.execute(delete(AuditEvent).where(AuditEvent.seq <= point.seq)).rowcount
     session.add(checkpoint)
+    session.flush()
     return purged
 
 
@@ -138,7 +137,7 @@ def _start(session: Session) -> AuditCheckpoint | None:
 def _check_checkpoint(
     session: Session, key: MacKey, checkpoint: AuditCheckpoint
 ) -> ChainBreak | None:
-    if not _genuine(key, checkpoint):
+    if not genuine(key, checkpoint):
         return ChainBreak(checkpoint.seq, "checkpoint signature invalid")
     if checkpoint.kind == "purge":
         return None
@@ -162,24 +161,57 @@ def _behind_the_purge(session: Session, floor: int) -> list[ChainBreak]:
     return [ChainBreak(first, "record numbered at or before the last purged record")]
 
 
+def _unsigned_announcements(
+    session: Session, checkpoints: Sequence[AuditCheckpoint], floor: int
+) -> list[ChainBreak]:
+    """``audit.checkpoint`` and ``audit.purge`` records whose checkpoint is missing.
+
+    Each such record is pinned by a ``periodic`` checkpoint in its own
+    transaction. Those before the oldest periodic checkpoint left lost theirs
+    to a purge (later checkpoints still pin them, through the chain).
+    """
+    pinned = {c.seq for c in checkpoints if c.kind == "periodic"}
+    since = min(pinned, default=floor + 1)
+    query = select(AuditEvent.seq).where(
+        AuditEvent.action.in_(CHECKPOINTED_ACTIONS), AuditEvent.seq >= since
+    )
+    missing = sorted(set(session.scalars(query)) - pinned)
+    return [ChainBreak(seq, "the checkpoint this record announces is missing") for seq in missing]
+
+
+def _first_record(session: Session) -> AuditEvent | None:
+    return session.scalar(select(AuditEvent).order_by(AuditEvent.seq).limit(1))
+
+
+def _checkpoint_breaks(session: Session, vault: Vault, key: MacKey) -> list[ChainBreak]:
+    """Every checkpoint's signature, pinned record and link; announcements; their age."""
+    start = _start(session)
+    floor = start.seq if start else 0
+    order = (AuditCheckpoint.number, AuditCheckpoint.seq)
+    checkpoints = session.scalars(select(AuditCheckpoint).order_by(*order)).all()
+    pinned = [_check_checkpoint(session, key, c) for c in checkpoints if c.seq >= floor]
+    breaks = [b for b in pinned if b is not None]
+    breaks += link_breaks(checkpoints)
+    breaks += _unsigned_announcements(session, checkpoints, floor)
+    breaks += _behind_the_purge(session, floor) if start else []
+    breaks += time_breaks(checkpoints, _first_record(session), vault.clock.now())
+    return breaks
+
+
 def verify_audit(vault: Vault) -> list[ChainBreak]:
     """Every place where the access log does not hold; empty when intact.
 
     The chain is checked from the latest ``purge`` checkpoint (or the
-    genesis), and every checkpoint's signature and pinned record are checked;
-    a record numbered at or before the purge checkpoint is a break too.
+    genesis); every checkpoint's signature, pinned record and link to the
+    previous checkpoint are checked; every ``audit.checkpoint`` and
+    ``audit.purge`` record must have its checkpoint; a record numbered at or
+    before the purge checkpoint is a break; and the newest checkpoint must
+    be younger, consecutive ones closer, than
+    :data:`~vault.audit_checkpoints.MAX_CHECKPOINT_INTERVAL`.
     """
     key = _checkpoint_key(vault)
     with vault.catalog.read_session() as session:
         start = _start(session)
-        floor = start.seq if start else 0
-        checkpoints = session.scalars(
-            select(AuditCheckpoint)
-            .where(AuditCheckpoint.seq >= floor)
-            .order_by(AuditCheckpoint.seq, AuditCheckpoint.kind)
-        ).all()
-        pinned = [_check_checkpoint(session, key, c) for c in checkpoints]
-        pinned.extend(_behind_the_purge(session, floor) if start else [])
+        breaks = _checkpoint_breaks(session, vault, key)
     chain_start = ChainStart(start.seq, start.hash) if start else None
-    breaks = [b for b in pinned if b is not None]
     return breaks + verify_chain(vault.catalog, vault.audit, chain_start)
