@@ -11,9 +11,15 @@ current last record (the purge job and ``dicom-vault audit checkpoint`` write
 one). A checkpoint pins its record: deleting the records at the tail of the
 log back past a checkpoint, or rewriting the chain before one (even with every
 hash recomputed), is detected by :func:`verify_audit`, because whoever edits
-the catalog does not hold the MAC key. Records appended after the last
-checkpoint are protected by the hash chain alone, so checkpoints are written
-daily.
+the catalog does not hold the MAC key. Checkpoints are chained to one another
+and must come at least every 36 hours (:mod:`vault.audit_checkpoints`), and
+each ``audit.checkpoint`` or ``audit.purge`` record must have its checkpoint,
+so that dropping checkpoints to rewrite what they pinned is detected too. Records appended
+after the last checkpoint are protected by the unkeyed hash chain alone,
+which a catalog writer can recompute: the daily checkpoint bounds that.
+
+A purge never takes the chain head: appends continue from the last record in
+the table, and the records that follow a purge are walked from its checkpoint.
 """
 
 from __future__ import annotations
