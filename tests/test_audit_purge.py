@@ -8,17 +8,25 @@ embedded default. Time moves by a :class:`FrozenClock`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select, update
 
-from vault.audit import AuditRecord, ChainStart, chain_hash
+from vault.audit import GENESIS, AuditRecord, ChainBreak, ChainStart, chain_hash
 from vault.audit_retention import purge_audit, verify_audit, write_checkpoint
 from vault.catalog.models import AuditEvent
 from vault.catalog.retention import AuditCheckpoint
 from vault.clock import FrozenClock
-from vault.core import Vault
+from vault.core import Vault, open_vault
+from vault.settings import Settings
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
 
 
 def advance(vault: Vault, days: int) -> None:
@@ -45,6 +53,26 @@ def first_record(vault: Vault) -> AuditEvent:
 
 def problems(vault: Vault) -> set[str]:
     return {b.problem for b in verify_audit(vault)}
+
+
+@pytest.fixture(params=BACKENDS)
+def each_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Vault]:
+    """A vault on SQLite or PostgreSQL (local key file, frozen clock)."""
+    settings = Settings(data_dir=tmp_path / "data")
+    if request.param == "postgres":
+        settings.catalog.url = request.getfixturevalue("postgres_url")
+    opened = open_vault(settings, clock=FrozenClock())
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def all_old(each_catalog: Vault) -> Vault:
+    """Three records, then a purge a year and more later, when every record is past 12 months."""
+    log_some(each_catalog, 3, action="old.read")
+    advance(each_catalog, 400)
+    purge_audit(each_catalog)
+    return each_catalog
 
 
 @pytest.fixture
@@ -100,8 +128,56 @@ class TestPurgeAtTwelveMonths:
     def test_a_second_purge_a_year_later_keeps_the_log_verifiable(self, purged: Vault) -> None:
         log_some(purged, 2)
         advance(purged, 366)
-        assert purge_audit(purged) == 5  # 2 reads, the first purge, 2 more reads
+        assert purge_audit(purged) == 4  # 2 reads, the first purge, 1 read; the head stays
         assert verify_audit(purged) == []
+
+
+class TestPurgeOfAnAllOldLog:
+    """The daily job did not run for a year: every record is past its 12 months."""
+
+    def test_the_chain_head_is_kept_and_the_log_goes_on_from_it(self, all_old: Vault) -> None:
+        log_some(all_old, 1)
+        assert seqs_and_actions(all_old) == [
+            (3, "old.read"),
+            (4, "audit.purge"),
+            (5, "instance.read"),
+        ]
+        assert verify_audit(all_old) == []
+
+    def test_the_kept_head_goes_at_the_next_purge(self, all_old: Vault) -> None:
+        advance(all_old, 1)
+        assert purge_audit(all_old) == 1
+        assert "old.read" not in [action for _, action in seqs_and_actions(all_old)]
+        assert verify_audit(all_old) == []
+
+    def test_a_record_edited_after_the_purge_is_detected(self, all_old: Vault) -> None:
+        log_some(all_old, 2)
+        edited = seqs_and_actions(all_old)[-2][0]
+        with all_old.catalog.session() as session:
+            session.execute(
+                update(AuditEvent).where(AuditEvent.seq == edited).values(actor="user:someone")
+            )
+        assert ChainBreak(edited, "record altered") in verify_audit(all_old)
+
+    def test_a_chain_restarted_behind_the_purge_checkpoint_is_detected(self, purged: Vault) -> None:
+        restarted = AuditEvent(
+            seq=1,
+            at=first_record(purged).at,
+            actor="user:u1",
+            action="instance.read",
+            outcome="success",
+            object_type=None,
+            object_id="hidden",
+            remote=None,
+            detail="{}",
+            prev_hash=GENESIS,
+        )
+        restarted.hash = chain_hash(GENESIS, restarted)
+        with purged.catalog.session() as session:
+            session.add(restarted)
+        assert ChainBreak(1, "record numbered at or before the last purged record") in (
+            verify_audit(purged)
+        )
 
 
 class TestTamperingAfterTheCheckpoint:

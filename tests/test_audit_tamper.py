@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from vault import audit_verify
-from vault.audit import AuditLog, AuditRecord, ChainBreak, chain_hash
+from vault.audit import GENESIS, AuditLog, AuditRecord, ChainBreak, chain_hash
 from vault.audit_retention import verify_audit, write_checkpoint
 from vault.audit_verify import _rows, digest, verify_chain
 from vault.catalog.models import AuditEvent
@@ -178,6 +178,95 @@ class TestVerifyCli:
         )
         assert done.returncode == 1
         assert f"record {CHECKPOINTED}: record pinned by a checkpoint is missing" in done.stdout
+
+
+def rehash(session: Session) -> None:
+    """Recompute every record's hash in order: the chain is consistent again."""
+    prev = GENESIS
+    for event in session.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all():
+        event.prev_hash, event.hash = prev, chain_hash(prev, event)
+        prev = event.hash
+
+
+def cut_out(session: Session, *seqs: int) -> None:
+    """Delete records ``seqs``, renumber the later ones and re-chain the log: no gap, no break."""
+    for seq in sorted(seqs, reverse=True):
+        session.execute(delete(AuditEvent).where(AuditEvent.seq == seq))
+        renumber(session, seq, -1)
+    session.flush()
+    rehash(session)
+
+
+class TestCheckpointsCannotBeDropped:
+    """The reviewer's attack: delete a record a signed checkpoint covered, re-chain
+    the log with every hash recomputed, and drop the checkpoints that pinned it."""
+
+    def test_dropping_the_checkpoint_of_a_rechained_log_is_detected(self, logged: Vault) -> None:
+        with logged.catalog.session() as session:
+            cut_out(session, 3)
+            session.execute(delete(AuditCheckpoint))
+        assert logged.audit.verify() == [], "the rewrite left the chain consistent"
+        code, lines = verify(logged)
+        assert code == 1
+        announced = CHECKPOINTED - 1  # the audit.checkpoint record, renumbered
+        assert f"record {announced}: the checkpoint this record announces is missing" in lines
+
+    def test_dropping_a_checkpoint_between_two_others_is_detected(self, logged: Vault) -> None:
+        write_checkpoint(logged)
+        write_checkpoint(logged)
+        with logged.catalog.session() as session:
+            session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.number == 2))
+        code, lines = verify(logged)
+        assert code == 1
+        assert "record 11: a checkpoint before this record's checkpoint is missing" in lines
+
+
+@pytest.fixture(params=BACKENDS)
+def daily(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Vault]:
+    """A vault on one backend whose clock only moves when told, checkpointed on day 0."""
+    settings = Settings(data_dir=tmp_path / "data")
+    if request.param == "postgres":
+        settings.catalog.url = request.getfixturevalue("postgres_url")
+    vault = open_vault(settings, clock=FrozenClock(datetime(2026, 3, 2, 2, tzinfo=UTC)))
+    vault.audit.record(AuditRecord("user:u1", "instance.read", object_id="day-0"))
+    write_checkpoint(vault)
+    yield vault
+    vault.close()
+
+
+def next_day(vault: Vault, hours: int = 24) -> None:
+    clock = vault.clock
+    assert isinstance(clock, FrozenClock)
+    clock.advance(timedelta(hours=hours))
+
+
+class TestCheckpointsAreDaily:
+    def test_a_log_checkpointed_every_day_verifies(self, daily: Vault) -> None:
+        for day in range(1, 4):
+            next_day(daily)
+            daily.audit.record(AuditRecord("user:u1", "instance.read", object_id=f"day-{day}"))
+            write_checkpoint(daily)
+        next_day(daily, 30)
+        assert verify_audit(daily) == []
+
+    def test_a_newest_checkpoint_older_than_a_day_and_a_half_is_reported(
+        self, daily: Vault
+    ) -> None:
+        next_day(daily, 37)
+        assert ChainBreak(2, "newest checkpoint is more than 36 hours old") in verify_audit(daily)
+
+    def test_dropping_the_newest_checkpoint_with_its_records_shows_at_the_next_one(
+        self, daily: Vault
+    ) -> None:
+        next_day(daily)
+        daily.audit.record(AuditRecord("user:mallory", "study.download", object_id="victim"))
+        write_checkpoint(daily)
+        with daily.catalog.session() as session:
+            cut_out(session, 3, 4)  # mallory's record and the checkpoint announcing it
+            session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.number == 2))
+        next_day(daily)
+        write_checkpoint(daily)  # the next daily checkpoint follows day 0's
+        assert ChainBreak(3, "no checkpoint for more than 36 hours before") in verify_audit(daily)
 
 
 class TestFastWalk:

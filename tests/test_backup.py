@@ -7,6 +7,7 @@ by a :class:`FrozenClock`.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,8 @@ from tests.services import postgres as pg
 from tests.services.vault_env import CaseContext
 from tests.test_retention import advance, ingest_study, instance_ids, readable, run_cli
 from vault.admin import create_case, get_or_create_organisation
+from vault.audit import AuditRecord
+from vault.audit_retention import purge_audit, verify_audit, write_checkpoint
 from vault.backup import (
     DUMP,
     MANIFEST,
@@ -158,6 +161,41 @@ class TestRoundTrip:
         for unknown in ("20990101T000000Z-00000000", "../catalog", ""):
             with pytest.raises(NotFound):
                 restore_backup(vault, unknown, force=True)
+
+
+class TestAccessLogSurvivesRestore:
+    """A restore never takes the access log back to the backup's time."""
+
+    def test_records_made_since_the_backup_survive_its_restore_and_verify(
+        self, case: CaseContext
+    ) -> None:
+        vault = case.vault
+        ingest_study(case, seed=6)
+        backup = create_backup(vault)
+        advance(vault, timedelta(days=2))
+        vault.audit.record(AuditRecord("user:u9", "study.download", object_id="after-backup"))
+        write_checkpoint(vault)
+        before = [(e.seq, e.hash) for e in vault.audit.events()]
+        restore_backup(vault, backup.backup_id, force=True)
+        after = list(vault.audit.events())
+        assert [(e.seq, e.hash) for e in after[: len(before)]] == before
+        (restored,) = [e for e in after[len(before) :] if e.action == "backup.restore"]
+        assert json.loads(restored.detail)["access_log"] == "kept"
+        assert verify_audit(vault) == []
+
+    def test_the_live_log_wins_over_the_backups_copy_of_it(
+        self, embedded_case: CaseContext
+    ) -> None:
+        vault = embedded_case.vault
+        for i in range(3):
+            vault.audit.record(AuditRecord("user:u1", "instance.read", object_id=str(i)))
+        backup = create_backup(vault)
+        advance(vault, timedelta(days=400))
+        purge_audit(vault)  # the live log has purged what the backup still holds
+        live = [(e.seq, e.hash) for e in vault.audit.events()]
+        restore_backup(vault, backup.backup_id, force=True)
+        assert [(e.seq, e.hash) for e in vault.audit.events()][: len(live)] == live
+        assert verify_audit(vault) == []
 
 
 class TestShreddedStaysShredded:

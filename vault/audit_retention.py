@@ -11,59 +11,56 @@ current last record (the purge job and ``dicom-vault audit checkpoint`` write
 one). A checkpoint pins its record: deleting the records at the tail of the
 log back past a checkpoint, or rewriting the chain before one (even with every
 hash recomputed), is detected by :func:`verify_audit`, because whoever edits
-the catalog does not hold the MAC key. Records appended after the last
-checkpoint are protected by the hash chain alone, so checkpoints are written
-daily.
+the catalog does not hold the MAC key. Checkpoints are chained to one another
+and must come at least every 36 hours (:mod:`vault.audit_checkpoints`), and
+each ``audit.checkpoint`` or ``audit.purge`` record must have its checkpoint,
+so that dropping checkpoints to rewrite what they pinned is detected too. Records appended
+after the last checkpoint are protected by the unkeyed hash chain alone,
+which a catalog writer can recompute: the daily checkpoint bounds that.
+
+A purge never takes the chain head: appends continue from the last record in
+the table, and the records that follow a purge are walked from its checkpoint.
 """
 
 from __future__ import annotations
 
-import hmac
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from crypto.keys import MacKey
 from vault.audit import AuditRecord, ChainBreak, ChainStart, lock_chain
+from vault.audit_checkpoints import genuine, link_breaks, sign, time_breaks
 from vault.audit_verify import verify_chain
 from vault.catalog.models import AuditEvent
 from vault.catalog.retention import AuditCheckpoint
 from vault.core import Vault
 
 CHECKPOINT_KEY_PURPOSE = "audit-checkpoint"
+CHECKPOINTED_ACTIONS = ("audit.checkpoint", "audit.purge")  # each pinned as it is written
 
 
 def _checkpoint_key(vault: Vault) -> MacKey:
     return vault.keyring.provider.mac_key(CHECKPOINT_KEY_PURPOSE)
 
 
-def _message(kind: str, seq: int, hash_: str, at: datetime) -> bytes:
-    stamp = at.astimezone(UTC).isoformat(timespec="microseconds")
-    return f"dicom-vault-audit-checkpoint|{kind}|{seq}|{hash_}|{stamp}".encode()
-
-
-def _sign(key: MacKey, kind: str, event: AuditEvent, at: datetime) -> AuditCheckpoint:
-    mac = key.mac(_message(kind, event.seq, event.hash, at)).hex()
-    return AuditCheckpoint(
-        kind=kind, seq=event.seq, hash=event.hash, at=at, mac_key_id=key.key_id, mac=mac
-    )
-
-
-def _genuine(key: MacKey, checkpoint: AuditCheckpoint) -> bool:
-    expected = key.mac(_message(checkpoint.kind, checkpoint.seq, checkpoint.hash, checkpoint.at))
-    return hmac.compare_digest(expected.hex(), checkpoint.mac)
-
-
 def _last_event(session: Session) -> AuditEvent | None:
     return session.scalar(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1))
+
+
+def _last_checkpoint(session: Session) -> AuditCheckpoint | None:
+    query = select(AuditCheckpoint).order_by(AuditCheckpoint.number.desc()).limit(1)
+    return session.scalar(query)
 
 
 def _checkpoint_tail(session: Session, vault: Vault, key: MacKey) -> AuditCheckpoint | None:
     last = _last_event(session)
     if last is None:
         return None
-    checkpoint = _sign(key, "periodic", last, vault.clock.now())
+    previous = _last_checkpoint(session)
+    checkpoint = sign(key, "periodic", last, vault.clock.now(), previous)
     session.add(checkpoint)
     session.flush()
     return checkpoint
@@ -84,20 +81,36 @@ def write_checkpoint(vault: Vault, *, actor: str = "system") -> AuditCheckpoint 
 
 
 def _purge_point(session: Session, cutoff: datetime) -> AuditEvent | None:
-    """The last record of the longest prefix of the chain older than ``cutoff``."""
+    """The last record of the longest prefix of the chain older than ``cutoff``.
+
+    The chain head is never purged, even when it too is older: appends go on
+    from the head left in the table, so a purge that emptied it would restart
+    the chain at record 1 (the next day's purge takes it, once newer records
+    follow it).
+    """
     first_young = session.scalar(select(func.min(AuditEvent.seq)).where(AuditEvent.at >= cutoff))
-    query = select(AuditEvent).where(AuditEvent.at < cutoff)
-    if first_young is not None:
-        query = query.where(AuditEvent.seq < first_young)
+    head = session.scalar(select(func.max(AuditEvent.seq)))
+    if head is None:
+        return None
+    keep = head if first_young is None else min(first_young, head)
+    query = select(AuditEvent).where(AuditEvent.at < cutoff, AuditEvent.seq < keep)
     return session.scalar(query.order_by(AuditEvent.seq.desc()).limit(1))
 
 
 def _purge_through(session: Session, key: MacKey, point: AuditEvent, at: datetime) -> int:
-    """Replace records up to ``point`` by a signed ``purge`` checkpoint; the count."""
-    checkpoint = _sign(key, "purge", point, at)
-    session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq <= point.seq))
+    """Replace records up to ``point`` by a signed ``purge`` checkpoint; the count.
+
+    The checkpoints deleted are the oldest ones, up to the newest that pins a
+    purged record: what is left of the checkpoint chain has no gap.
+    """
+    checkpoint = sign(key, "purge", point, at, _last_checkpoint(session))
+    newest_pinning_purged = func.max(AuditCheckpoint.number)
+    through = session.scalar(select(newest_pinning_purged).where(AuditCheckpoint.seq <= point.seq))
+    if through is not None:
+        session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.number <= through))
     purged = session.execute(delete(AuditEvent).where(AuditEvent.seq <= point.seq)).rowcount
     session.add(checkpoint)
+    session.flush()
     return purged
 
 
@@ -130,7 +143,7 @@ def _start(session: Session) -> AuditCheckpoint | None:
 def _check_checkpoint(
     session: Session, key: MacKey, checkpoint: AuditCheckpoint
 ) -> ChainBreak | None:
-    if not _genuine(key, checkpoint):
+    if not genuine(key, checkpoint):
         return ChainBreak(checkpoint.seq, "checkpoint signature invalid")
     if checkpoint.kind == "purge":
         return None
@@ -142,22 +155,69 @@ def _check_checkpoint(
     return None
 
 
+def _behind_the_purge(session: Session, floor: int) -> list[ChainBreak]:
+    """Records at or before the last purged one: a chain restarted behind the checkpoint.
+
+    The walk starts after the purge checkpoint, so these would go unchecked.
+    """
+    query = select(func.min(AuditEvent.seq)).where(AuditEvent.seq <= floor)
+    first = session.scalar(query)
+    if first is None:
+        return []
+    return [ChainBreak(first, "record numbered at or before the last purged record")]
+
+
+def _unsigned_announcements(
+    session: Session, checkpoints: Sequence[AuditCheckpoint], floor: int
+) -> list[ChainBreak]:
+    """``audit.checkpoint`` and ``audit.purge`` records whose checkpoint is missing.
+
+    Each such record is pinned by a ``periodic`` checkpoint in its own
+    transaction. Those before the oldest periodic checkpoint left lost theirs
+    to a purge (later checkpoints still pin them, through the chain).
+    """
+    pinned = {c.seq for c in checkpoints if c.kind == "periodic"}
+    since = min(pinned, default=floor + 1)
+    query = select(AuditEvent.seq).where(
+        AuditEvent.action.in_(CHECKPOINTED_ACTIONS), AuditEvent.seq >= since
+    )
+    missing = sorted(set(session.scalars(query)) - pinned)
+    return [ChainBreak(seq, "the checkpoint this record announces is missing") for seq in missing]
+
+
+def _first_record(session: Session) -> AuditEvent | None:
+    return session.scalar(select(AuditEvent).order_by(AuditEvent.seq).limit(1))
+
+
+def _checkpoint_breaks(session: Session, vault: Vault, key: MacKey) -> list[ChainBreak]:
+    """Every checkpoint's signature, pinned record and link; announcements; their age."""
+    start = _start(session)
+    floor = start.seq if start else 0
+    order = (AuditCheckpoint.number, AuditCheckpoint.seq)
+    checkpoints = session.scalars(select(AuditCheckpoint).order_by(*order)).all()
+    pinned = [_check_checkpoint(session, key, c) for c in checkpoints if c.seq >= floor]
+    breaks = [b for b in pinned if b is not None]
+    breaks += link_breaks(checkpoints)
+    breaks += _unsigned_announcements(session, checkpoints, floor)
+    breaks += _behind_the_purge(session, floor) if start else []
+    breaks += time_breaks(checkpoints, _first_record(session), vault.clock.now())
+    return breaks
+
+
 def verify_audit(vault: Vault) -> list[ChainBreak]:
     """Every place where the access log does not hold; empty when intact.
 
     The chain is checked from the latest ``purge`` checkpoint (or the
-    genesis), and every checkpoint's signature and pinned record are checked.
+    genesis); every checkpoint's signature, pinned record and link to the
+    previous checkpoint are checked; every ``audit.checkpoint`` and
+    ``audit.purge`` record must have its checkpoint; a record numbered at or
+    before the purge checkpoint is a break; and the newest checkpoint must
+    be younger, consecutive ones closer, than
+    :data:`~vault.audit_checkpoints.MAX_CHECKPOINT_INTERVAL`.
     """
     key = _checkpoint_key(vault)
     with vault.catalog.read_session() as session:
         start = _start(session)
-        floor = start.seq if start else 0
-        checkpoints = session.scalars(
-            select(AuditCheckpoint)
-            .where(AuditCheckpoint.seq >= floor)
-            .order_by(AuditCheckpoint.seq, AuditCheckpoint.kind)
-        ).all()
-        pinned = [_check_checkpoint(session, key, c) for c in checkpoints]
+        breaks = _checkpoint_breaks(session, vault, key)
     chain_start = ChainStart(start.seq, start.hash) if start else None
-    breaks = [b for b in pinned if b is not None]
     return breaks + verify_chain(vault.catalog, vault.audit, chain_start)

@@ -17,6 +17,15 @@ forced, loads the dump in one transaction, then brings the wrapped data keys
 to the present from their key envelopes (:mod:`vault.key_restore`): keys
 shredded after the backup stay destroyed.
 
+The access log never goes back in time: a restore keeps the catalog's own
+log and its checkpoints (the live chain), skips the backup's copy of them,
+and appends ``backup.restore`` to the live chain. The backup's records are
+an earlier state of that same chain, each either still in the live log or
+purged behind a signed checkpoint, so nothing is lost; loading them instead
+would erase every access made since the backup. Only a catalog whose log is
+empty (a restore onto a new database after losing the old one) takes the
+backup's log, its only surviving copy.
+
 Backups older than ``retention.backup_retention_days`` (183: a 6-month
 rotation) are deleted by :func:`rotate_backups`, run by every backup and by
 the daily job.
@@ -34,10 +43,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO
 
+from sqlalchemy import Connection, select
+
 from crypto import new_decrypting_stream, new_encrypting_stream
 from crypto.keys import DataKey, WrappedKey
 from vault import catalog_dump
 from vault.audit import AuditRecord
+from vault.catalog.models import AuditEvent
+from vault.catalog.retention import AuditCheckpoint
 from vault.core import Vault
 from vault.errors import CatalogNotEmpty, InvalidInput, NotFound
 from vault.key_restore import RefreshReport
@@ -49,6 +62,7 @@ MANIFEST, DUMP = "manifest.json", "catalog.enc"
 MAX_MANIFEST_BYTES = 64 * 1024
 CHUNK = 1024 * 1024
 _AAD_DOMAIN = b"dicom-vault/catalog-backup/v1\x00"
+ACCESS_LOG_TABLES = frozenset({AuditEvent.__tablename__, AuditCheckpoint.__tablename__})
 
 
 @dataclass(frozen=True)
@@ -141,7 +155,11 @@ def list_backups(vault: Vault) -> list[BackupInfo]:
 def restore_backup(
     vault: Vault, backup_id: str, *, force: bool = False, actor: str = "system"
 ) -> RestoreReport:
-    """Replace the catalog's content with backup ``backup_id``.
+    """Replace the catalog's content with backup ``backup_id``; the access log stays live.
+
+    The catalog's own access log and checkpoints are kept, not replaced by
+    the backup's (see the module docstring), and the restore is appended to
+    them.
 
     Raises:
         NotFound: no such backup.
@@ -165,14 +183,25 @@ def restore_backup(
             )
         if not force and not catalog_dump.is_empty(connection):
             raise CatalogNotEmpty("the catalog holds data; restore with --force to replace it")
-        catalog_dump.clear(connection)
+        live_log = ACCESS_LOG_TABLES if _holds_a_log(connection) else frozenset()
+        catalog_dump.clear(connection, keep=live_log)
         with store.open_reader(f"{backup_id}/{DUMP}") as ciphertext:
-            rows = catalog_dump.load(connection, _lines(key, ciphertext, info))
+            lines = _lines(key, ciphertext, info)
+            rows = catalog_dump.load(connection, lines, skip=live_log)
     keys = vault.keyring.refresh_after_restore()
     vault.keyring.seal_periods()
-    detail = {"backup_id": backup_id, "rows": rows, **asdict(keys)}
+    access_log = "kept" if live_log else "from-backup"
+    detail = {"backup_id": backup_id, "rows": rows, "access_log": access_log, **asdict(keys)}
     vault.audit.record(AuditRecord(actor, "backup.restore", object_type="backup", detail=detail))
     return RestoreReport(backup_id, rows, keys)
+
+
+def _holds_a_log(connection: Connection) -> bool:
+    """Whether the catalog has an access log of its own (records or checkpoints)."""
+    for column in (AuditEvent.seq, AuditCheckpoint.seq):
+        if connection.execute(select(column).limit(1)).first() is not None:
+            return True
+    return False
 
 
 def rotate_backups(vault: Vault, *, actor: str = "system") -> list[str]:

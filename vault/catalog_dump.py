@@ -85,14 +85,20 @@ def is_empty(connection: Connection) -> bool:
     return True
 
 
-def clear(connection: Connection) -> None:
-    """Delete every row of every catalog table, children first."""
+def clear(connection: Connection, *, keep: frozenset[str] = frozenset()) -> None:
+    """Delete every row of every catalog table but those named in ``keep``, children first."""
     for table in reversed(catalog_tables(connection)):
-        connection.execute(table.delete())
+        if table.name not in keep:
+            connection.execute(table.delete())
 
 
-def load(connection: Connection, lines: Iterable[bytes]) -> int:
-    """Insert the rows of a dump into the (empty) catalog; the number of rows.
+def load(
+    connection: Connection, lines: Iterable[bytes], *, skip: frozenset[str] = frozenset()
+) -> int:
+    """Insert the rows of a dump into the (empty) catalog; the number of rows inserted.
+
+    Rows of the tables named in ``skip`` are read (the whole dump is still
+    checked) but not inserted.
 
     Raises:
         ValueError: the dump is malformed, names an unknown table or column,
@@ -103,9 +109,11 @@ def load(connection: Connection, lines: Iterable[bytes]) -> int:
     if _json(next(stream, b"")) != {"format": DUMP_FORMAT}:
         raise ValueError("not a catalog dump")
     total = 0
-    for block in _blocks(stream, tables):
-        connection.execute(block[0].insert(), block[1])
-        total += len(block[1])
+    for table, rows in _blocks(stream, tables):
+        if table.name in skip:
+            continue
+        connection.execute(table.insert(), rows)
+        total += len(rows)
     _reset_sequences(connection, list(tables.values()))
     return total
 

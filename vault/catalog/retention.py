@@ -6,7 +6,10 @@ study: its internal id, dates and a reason code, nothing that identifies a
 patient. An :class:`AuditCheckpoint` is a keyed MAC over one access-log
 record's sequence number and hash: the ``purge`` kind marks where the chain
 starts after older records were purged, the ``periodic`` kind pins the chain
-so that cutting records off its tail is detected.
+so that cutting records off its tail is detected. Checkpoints are numbered
+and each MAC also covers the previous checkpoint's MAC (``prev_mac``; empty
+for the first, NULL for checkpoints written before they were chained), so
+that removing one is detected too.
 
 ``LegalHold.study_id`` and ``Tombstone.study_id`` are plain columns, not
 foreign keys: they outlive the study row.
@@ -54,11 +57,13 @@ class Tombstone(Base):
 
 
 class AuditCheckpoint(Base):
-    """A keyed MAC pinning access-log record ``seq`` to its ``hash``."""
+    """A keyed MAC pinning access-log record ``seq`` to its ``hash``, chained to the one before."""
 
     __tablename__ = "audit_checkpoints"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    number: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), index=True)
+    prev_mac: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(20))
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), index=True)
     hash: Mapped[str] = mapped_column(String(64))
