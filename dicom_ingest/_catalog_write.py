@@ -4,7 +4,9 @@ One write per stored instance, run inside a shared transaction by
 :mod:`dicom_ingest._group_commit`: the instance row (and its study, series
 and data key when new) and the study and series counters, in SQLAlchemy Core
 statements built once at import. Identifying values are written as keyed
-digests only.
+digests only. A new study of a person under an active restriction of
+processing is restricted in the same transaction
+(:func:`vault.dsr_restriction.restrict_on_arrival`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dicom_ingest._catalog import (
 )
 from dicom_ingest.validation import InstanceFacts
 from vault.catalog.models import Instance, Series, Study, new_id
+from vault.dsr_restriction import restrict_on_arrival
 from vault.errors import StorageUnavailable
 from vault.keyring import PendingKey
 
@@ -143,6 +146,7 @@ def _study_id(connection: Connection, ctx: WriteContext, facts: InstanceFacts) -
             "expires_at": now + timedelta(days=ctx.lookup.retention_days),
         },
     )
+    restrict_on_arrival(vault, connection, study_id)  # GDPR art. 18 covers later studies
     return study_id
 
 

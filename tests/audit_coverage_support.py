@@ -206,7 +206,8 @@ def restricted_request(env: Env, seed: int) -> str:
 
 
 def breach(env: Env, *, decided: bool = False) -> str:
-    """An incident opened by the CLI; with both notification decisions if ``decided``."""
+    """An incident opened by the CLI; ready to close (assessed, both notification
+    decisions with their reasons) if ``decided``."""
     vault = env.world.vault
     found = breaches.record_breach(
         vault,
@@ -217,7 +218,12 @@ def breach(env: Env, *, decided: bool = False) -> str:
     )
     decisions = (("authority", "unlikely-risk"), ("subjects", "no-high-risk"))
     for party, exemption in decisions if decided else ():
-        breaches.record_notification(vault, found.id, actor="cli", party=party, exemption=exemption)
+        breaches.record_notification(
+            vault, found.id, actor="cli", party=party, exemption=exemption, reason="coverage"
+        )
+    if decided:
+        texts = dict.fromkeys(("cause", "consequences", "measures", "lessons"), "coverage")
+        breaches.update_assessment(vault, found.id, actor="cli", texts=texts)
     return found.id
 
 

@@ -580,7 +580,7 @@ COVERAGE: dict[tuple[str, str], Entry] = {
     ),
     ("POST", "/dpo/breaches/{breach_id}/notify"): _dpo(
         "/dpo/breaches/{breach_id}/notify",
-        {"party": "authority", "exemption": "unlikely-risk"},
+        {"party": "authority", "exemption": "unlikely-risk", "reason": "coverage"},
         (("breach.entry", "success", "breach"), ("breach.notify", "success", "breach")),
         _breach,
     ),

@@ -41,6 +41,25 @@ def new_breach(vault: Vault, *, hours_ago: float = 0, **kwargs) -> str:
     return breach.id
 
 
+ASSESSED = {
+    "cause": "car left unlocked",
+    "consequences": "images of 3 patients exposed",
+    "measures": "remote wipe",
+    "lessons": "full-disk encryption on laptops",
+}
+
+
+def assess_fully(vault: Vault, breach_id: str) -> None:
+    update_assessment(vault, breach_id, actor=DPO, texts=ASSESSED)
+
+
+def exempt(vault: Vault, breach_id: str, party: str, exemption: str) -> None:
+    reason = "encrypted disk, key not on the laptop"
+    record_notification(
+        vault, breach_id, actor=DPO, party=party, exemption=exemption, reason=reason
+    )
+
+
 def advance(vault: Vault, **delta: float) -> None:
     vault.clock.advance(timedelta(**delta))  # type: ignore[attr-defined]
 
@@ -84,9 +103,7 @@ class TestDeadlines:
 
     def test_an_exemption_stands_in_for_a_notification(self, embedded_vault: Vault) -> None:
         breach_id = new_breach(embedded_vault, hours_ago=100, nature=["availability"])
-        record_notification(
-            embedded_vault, breach_id, actor=DPO, party="authority", exemption="unlikely-risk"
-        )
+        exempt(embedded_vault, breach_id, "authority", "unlikely-risk")
         view = get_breach(embedded_vault, breach_id)
         assert (view.notification_overdue, view.notified_late) == (False, False)
         assert view.breach.authority_exemption == "unlikely-risk"
@@ -98,12 +115,9 @@ class TestDeadlines:
         new = new_breach(embedded_vault, reference="BR-NEW")
         flags = {v.breach.id: v.notification_overdue for v in list_breaches(embedded_vault)}
         assert flags == {old: True, new: False}
-        record_notification(
-            embedded_vault, new, actor=DPO, party="authority", exemption="unlikely-risk"
-        )
-        record_notification(
-            embedded_vault, new, actor=DPO, party="subjects", exemption="no-high-risk"
-        )
+        exempt(embedded_vault, new, "authority", "unlikely-risk")
+        exempt(embedded_vault, new, "subjects", "no-high-risk")
+        assess_fully(embedded_vault, new)
         close_breach(embedded_vault, new, actor=DPO)
         assert [v.breach.id for v in list_breaches(embedded_vault)] == [old]
         assert len(list_breaches(embedded_vault, include_closed=True)) == 2
@@ -179,11 +193,10 @@ class TestRecord:
         record_notification(
             embedded_vault, breach_id, actor=DPO, party="authority", at=embedded_vault.clock.now()
         )
+        assess_fully(embedded_vault, breach_id)
         with pytest.raises(InvalidInput, match="data subjects"):
             close_breach(embedded_vault, breach_id, actor=DPO)
-        record_notification(
-            embedded_vault, breach_id, actor=DPO, party="subjects", exemption="data-unintelligible"
-        )
+        exempt(embedded_vault, breach_id, "subjects", "data-unintelligible")
         close_breach(embedded_vault, breach_id, actor=DPO)
         with pytest.raises(RequestNotOpen):
             add_entry(embedded_vault, breach_id, actor=DPO, kind="note", text="too late")
@@ -197,6 +210,74 @@ class TestRecord:
         ):
             with pytest.raises(InvalidInput):
                 record_notification(embedded_vault, breach_id, actor=DPO, **kwargs)
+
+
+class TestWhatClosingRequires:
+    @pytest.mark.parametrize("left_out", ["cause", "consequences", "measures", "lessons"])
+    def test_an_incident_is_not_closed_without_its_cause_consequences_measures_and_lessons(
+        self, embedded_vault: Vault, left_out: str
+    ) -> None:
+        breach_id = new_breach(embedded_vault)
+        exempt(embedded_vault, breach_id, "authority", "unlikely-risk")
+        exempt(embedded_vault, breach_id, "subjects", "no-high-risk")
+        texts = {field: text for field, text in ASSESSED.items() if field != left_out}
+        update_assessment(embedded_vault, breach_id, actor=DPO, texts=texts)
+        with pytest.raises(InvalidInput, match=f"before closing, record {left_out}$"):
+            close_breach(embedded_vault, breach_id, actor=DPO)
+        assert get_breach(embedded_vault, breach_id).breach.state == "open"
+
+    def test_the_cause_is_sealed_and_shown_to_the_dpo(self, embedded_vault: Vault) -> None:
+        breach_id = new_breach(embedded_vault)
+        update_assessment(embedded_vault, breach_id, actor=DPO, texts={"cause": "Quuxleigh's car"})
+        with embedded_vault.catalog.engine.connect() as connection:
+            dumped = "\n".join(connection.connection.driver_connection.iterdump())
+        assert "Quuxleigh" not in dumped
+        texts, _ = texts_of(embedded_vault, get_breach(embedded_vault, breach_id).breach)
+        assert texts["cause"] == "Quuxleigh's car"
+
+    def test_an_exemption_from_notifying_needs_its_reason(self, embedded_vault: Vault) -> None:
+        breach_id = new_breach(embedded_vault)
+        for party, exemption in (("authority", "unlikely-risk"), ("subjects", "no-high-risk")):
+            with pytest.raises(InvalidInput, match="reason for the exemption"):
+                record_notification(
+                    embedded_vault, breach_id, actor=DPO, party=party, exemption=exemption
+                )
+            exempt(embedded_vault, breach_id, party, exemption)
+        texts, _ = texts_of(embedded_vault, get_breach(embedded_vault, breach_id).breach)
+        assert texts["authority_exemption_reason"] == "encrypted disk, key not on the laptop"
+        assert texts["subjects_exemption_reason"] == "encrypted disk, key not on the laptop"
+
+
+class TestLatenessByRecordingTime:
+    def test_a_backdated_investigation_entry_is_still_flagged_late(
+        self, embedded_vault: Vault
+    ) -> None:
+        breach_id = new_breach(embedded_vault)
+        detected = embedded_vault.clock.now()
+        advance(embedded_vault, hours=50)
+        stated = detected + timedelta(hours=1)
+        add_entry(embedded_vault, breach_id, actor=DPO, kind="investigation", text="x", at=stated)
+        view = get_breach(embedded_vault, breach_id)
+        assert (view.investigation_overdue, view.investigation_late) == (False, True)
+        assert view.breach.investigation_started_at == stated  # the DPO's date is still shown
+        assert view.breach.investigation_recorded_at == embedded_vault.clock.now()
+
+    def test_a_backdated_authority_notification_is_still_flagged_late(
+        self, embedded_vault: Vault
+    ) -> None:
+        breach_id = new_breach(embedded_vault)
+        stated = embedded_vault.clock.now() + timedelta(hours=2)
+        advance(embedded_vault, hours=80)
+        record_notification(embedded_vault, breach_id, actor=DPO, party="authority", at=stated)
+        view = get_breach(embedded_vault, breach_id)
+        assert view.notified_late
+        assert view.breach.authority_notified_at == stated
+
+    def test_an_entry_recorded_within_24_hours_is_on_time(self, embedded_vault: Vault) -> None:
+        breach_id = new_breach(embedded_vault)
+        advance(embedded_vault, hours=23)
+        add_entry(embedded_vault, breach_id, actor=DPO, kind="investigation", text="begun")
+        assert not get_breach(embedded_vault, breach_id).investigation_late
 
 
 def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -230,8 +311,14 @@ def test_the_breach_commands_record_list_and_close_an_incident(tmp_path: Path) -
     refused = run_cli(data, "notify", "BR-CLI-1", "--party", "authority", "--exemption", "nope")
     assert refused.returncode == 2 and "exemption" in refused.stderr
     for party, exemption in (("authority", "unlikely-risk"), ("subjects", "no-high-risk")):
-        done = run_cli(data, "notify", "BR-CLI-1", "--party", party, "--exemption", exemption)
+        notify = ("notify", "BR-CLI-1", "--party", party, "--exemption", exemption)
+        done = run_cli(data, *notify, "--reason", "only checksums were affected")
         assert done.returncode == 0, done.stderr
+    incomplete = run_cli(data, "close", "BR-CLI-1")
+    assert incomplete.returncode == 2
+    assert "before closing, record cause, consequences, measures, lessons" in incomplete.stderr
+    assessed = [f"--{field}={text}" for field, text in ASSESSED.items()]
+    assert run_cli(data, "assess", "BR-CLI-1", *assessed).returncode == 0
     assert run_cli(data, "close", "BR-CLI-1").returncode == 0
     shown = run_cli(data, "show", "BR-CLI-1")
     assert "closed" in shown.stdout and "a corrupted backup" in shown.stdout

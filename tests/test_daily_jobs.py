@@ -20,9 +20,11 @@ from sqlalchemy import select
 from deidentify.tasks import create_celery_app
 from dicom_ingest.synthetic import encode, make_ct_series
 from tests.services.vault_env import CaseContext
+from vault.admin import create_user, get_or_create_organisation
+from vault.auth.sessions import SessionStore
 from vault.auth.throttle import Throttle, account_key, address_key
-from vault.backup import list_backups
-from vault.catalog.accounts import LoginThrottle
+from vault.backup import create_backup, list_backups
+from vault.catalog.accounts import LoginSession, LoginThrottle
 from vault.catalog.models import Study
 from vault.clock import FrozenClock
 from vault.core import Vault, open_vault
@@ -71,7 +73,7 @@ class TestWhenTheJobsRun:
         assert runner.tick() is None  # not yet
         _advance(embedded_vault, due - embedded_vault.clock.now())
         ran = runner.tick()
-        assert ran is not None and set(ran) == {"expire", "purge", "backup"}
+        assert ran is not None and set(ran) == {"expire", "purge", "backup", "rotate"}
         assert runner.due == due + timedelta(days=1)
         assert runner.tick() is None  # once a day
 
@@ -138,6 +140,66 @@ class TestTheJobs:
         with vault.catalog.session() as session:
             kept = set(session.scalars(select(LoginThrottle.key)))
         assert kept == {address_key("192.0.2.2"), account_key("locked@a.example")}
+
+    def test_the_purge_deletes_abandoned_sessions_past_their_idle_or_absolute_time_out(
+        self, vault: Vault
+    ) -> None:
+        auth = vault.settings.auth
+        store = SessionStore(auth, vault.clock)
+        with vault.catalog.session() as session:
+            user = create_user(
+                session, "staff@maker.example", "dpo", get_or_create_organisation(session, "Maker")
+            )
+            user_id = user.id
+            started = {
+                name: store.start(session, user_id, stage, "203.0.113.77")
+                for name, stage in (("abandoned", "full"), ("busy", "full"), ("half-way", "totp"))
+            }
+        _advance(vault, timedelta(hours=auth.session_absolute_hours, minutes=1))
+        with vault.catalog.session() as session:
+            busy = store.lookup(session, started["busy"])
+            assert busy is not None
+            busy.last_seen_at = vault.clock.now()  # in use, but past its absolute limit
+            live = store.start(session, user_id, "full", "203.0.113.78")
+        DAILY_JOBS["purge"](vault)
+        with vault.catalog.session() as session:
+            kept = {(row.id, row.remote) for row in session.scalars(select(LoginSession))}
+            assert kept == {(store.lookup(session, live).id, "203.0.113.78")}  # type: ignore[union-attr]
+
+    def test_an_idle_session_is_purged_before_its_absolute_limit(
+        self, embedded_vault: Vault
+    ) -> None:
+        vault = embedded_vault
+        store = SessionStore(vault.settings.auth, vault.clock)
+        with vault.catalog.session() as session:
+            user = create_user(
+                session, "idle@maker.example", "dpo", get_or_create_organisation(session, "Maker")
+            )
+            store.start(session, user.id, "full", "203.0.113.79")
+        _advance(vault, timedelta(minutes=vault.settings.auth.session_idle_minutes - 1))
+        DAILY_JOBS["purge"](vault)
+        with vault.catalog.session() as session:
+            assert len(list(session.scalars(select(LoginSession)))) == 1
+        _advance(vault, timedelta(minutes=2))
+        DAILY_JOBS["purge"](vault)
+        with vault.catalog.session() as session:
+            assert list(session.scalars(select(LoginSession))) == []
+
+    def test_backups_past_their_rotation_go_even_when_the_vault_takes_none(
+        self, tmp_path: Path
+    ) -> None:
+        settings = Settings(
+            data_dir=tmp_path / "data", retention=RetentionSettings(backup_every_days=0)
+        )
+        vault = open_vault(settings, clock=FrozenClock())
+        try:
+            create_backup(vault)  # the operator's, or from before backups were switched off
+            _advance(vault, timedelta(days=settings.retention.backup_retention_days + 1))
+            ran = run_daily_jobs(vault)
+            assert (ran["backup"], ran["rotate"]) == (0, 1)
+            assert list_backups(vault) == []
+        finally:
+            vault.close()
 
     def test_a_backup_is_taken_once_a_day(self, embedded_vault: Vault) -> None:
         assert run_daily_jobs(embedded_vault)["backup"] == 1

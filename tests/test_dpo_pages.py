@@ -166,6 +166,27 @@ class TestRequestPages:
         overview = dpo.get("/dpo")
         assert re.search(r'class="overdue" data-breach="BR-T-1"', overview.text)
 
+    def test_closing_a_breach_without_its_cause_is_refused_on_the_page_with_the_reason(
+        self, auth_world: AuthWorld, dpo: TestClient
+    ) -> None:
+        now = auth_world.clock.now().strftime("%Y-%m-%dT%H:%M")
+        form = {"detected": now, "nature": "availability", "description": "disk failed"}
+        page = post_form(dpo, "/dpo/breaches", form).headers["location"]
+        for party, exemption in (("authority", "unlikely-risk"), ("subjects", "no-high-risk")):
+            refused = post_form(dpo, f"{page}/notify", {"party": party, "exemption": exemption})
+            assert refused.status_code == 422 and "reason for the exemption" in refused.text
+            form = {"party": party, "exemption": exemption, "reason": "restored from backup"}
+            assert post_form(dpo, f"{page}/notify", form).status_code == 303
+        assessed = {"consequences": "4 h outage", "measures": "new disk", "lessons": "RAID"}
+        assert post_form(dpo, f"{page}/assessment", assessed).status_code == 303
+        refused = post_form(dpo, f"{page}/close", {})
+        assert refused.status_code == 422
+        assert "before closing, record cause" in refused.text
+        assert post_form(dpo, f"{page}/assessment", {"cause": "worn disk"}).status_code == 303
+        assert post_form(dpo, f"{page}/close", {}).status_code == 303
+        closed = dpo.get(page).text
+        assert 'id="state">closed' in closed and "worn disk" in closed
+
 
 def _engineer_with_case(world: AuthWorld) -> tuple[str, CaseContext, str]:
     engineer = world.add_user("eng@maker.example", "engineer", "Maker")

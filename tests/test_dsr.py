@@ -26,17 +26,19 @@ from deidentify.pipeline import StudyDeidentifier
 from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series, write_series
 from tests.services.vault_env import CaseContext, make_case
 from vault import dsr
+from vault.admin import assign_case, create_user, get_or_create_organisation
+from vault.auth.permissions import CaseAction, Principal, can_access_case
 from vault.catalog.deid import PseudonymisedInstance, PseudonymisedStudy
 from vault.catalog.dsr import DataSubjectRequest, DsrEvent
-from vault.catalog.models import DataKeyRecord, Instance, Study
+from vault.catalog.models import Case, DataKeyRecord, Instance, Study
 from vault.catalog.retention import Tombstone
 from vault.core import Vault
 from vault.dsr_erasure import erase
 from vault.dsr_package import MANIFEST_NAME, prepare_package, stream_package
 from vault.dsr_rectify import rectify
-from vault.dsr_restriction import lift_restriction, restrict
+from vault.dsr_restriction import ARRIVAL_ACTOR, lift_restriction, restrict
 from vault.dsr_search import SubjectIdentifiers, find_subject_studies
-from vault.dsr_views import events_of, list_requests
+from vault.dsr_views import events_of, list_requests, studies_of
 from vault.errors import IdentityNotVerified, InvalidInput, RequestNotOpen
 from vault.holds import place_hold
 from vault.objects import StoredObject, open_decrypted
@@ -483,6 +485,79 @@ class TestRestrictionRecords:
         assert lift_restriction(case.vault, request.id, actor=DPO) == [alice]
         actions = [e.action for e in events_of(case.vault, request)]
         assert actions[-2:] == ["restrict", "lift-restriction"]
+
+
+def _engineer_on(vault: Vault, *case_ids: str) -> Principal:
+    """An engineer assigned to ``case_ids``."""
+    with vault.catalog.session() as session:
+        organisation = get_or_create_organisation(session, "Maker")
+        engineer = create_user(session, "eng@maker.example", "engineer", organisation)
+        for case_id in case_ids:
+            assign_case(session, session.get(Case, case_id), engineer)
+        return Principal(engineer.id, organisation.id, "engineer", "session")
+
+
+def _reaches(vault: Vault, engineer: Principal, case_id: str) -> bool:
+    with vault.catalog.read_session() as session:
+        return can_access_case(engineer, case_id, CaseAction.READ_PSEUDONYMISED, session=session)
+
+
+class TestRestrictionOfStudiesArrivingLater:
+    def test_a_new_study_of_the_person_is_withheld_listed_and_released_with_the_rest(
+        self, case: CaseContext
+    ) -> None:
+        vault = case.vault
+        first, _ = ingest(case, ALICE, seed=1)
+        request = found_for(vault, "restriction", ALICE)
+        assert restrict(vault, request.id, actor=DPO) == [first]
+        later_case = make_case(vault, "CASE-LATER")
+        engineer = _engineer_on(vault, case.case_id, later_case.case_id)
+        assert _reaches(vault, engineer, later_case.case_id)  # empty case: nothing withheld
+        later, _ = ingest(later_case, ALICE, seed=3)
+        assert not _reaches(vault, engineer, later_case.case_id)
+        listed = {s.study_id: s.restricted for s in studies_of(vault, request)}
+        assert listed == {first: True, later: True}
+        arrival = [e for e in events_of(vault, request) if e.study_id == later]
+        assert [(e.actor, e.action, e.detail) for e in arrival] == [
+            (ARRIVAL_ACTOR, "restrict", {"on": "arrival"})
+        ]
+        assert audit_of(vault, "dsr.restrict")[-1].object_id == later
+        assert sorted(lift_restriction(vault, request.id, actor=DPO)) == sorted([first, later])
+        assert _reaches(vault, engineer, case.case_id)
+        assert _reaches(vault, engineer, later_case.case_id)
+
+    def test_another_persons_new_study_stays_within_reach(
+        self, alice_and_bob: tuple[CaseContext, str, str]
+    ) -> None:
+        case, alice, _ = alice_and_bob
+        request = found_for(case.vault, "restriction", ALICE)
+        restrict(case.vault, request.id, actor=DPO)
+        other_case = make_case(case.vault, "CASE-BOB-2")
+        engineer = _engineer_on(case.vault, other_case.case_id)
+        ingest(other_case, BOB, seed=4)
+        assert _reaches(case.vault, engineer, other_case.case_id)
+        assert [s.study_id for s in studies_of(case.vault, request)] == [alice]
+
+    def test_a_study_arriving_between_the_search_and_the_restriction_is_restricted(
+        self, alice_and_bob: tuple[CaseContext, str, str]
+    ) -> None:
+        case, alice, _ = alice_and_bob
+        request = found_for(case.vault, "restriction", ALICE)
+        case.vault.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]
+        between, _ = ingest(make_case(case.vault, "CASE-BETWEEN"), ALICE, seed=5)
+        assert restrict(case.vault, request.id, actor=DPO) == [alice, between]
+
+    def test_a_new_study_after_the_restriction_was_lifted_is_not_restricted(
+        self, alice_and_bob: tuple[CaseContext, str, str]
+    ) -> None:
+        case, _, _ = alice_and_bob
+        request = found_for(case.vault, "restriction", ALICE)
+        restrict(case.vault, request.id, actor=DPO)
+        lift_restriction(case.vault, request.id, actor=DPO)
+        later_case = make_case(case.vault, "CASE-AFTER")
+        engineer = _engineer_on(case.vault, later_case.case_id)
+        ingest(later_case, ALICE, seed=6)
+        assert _reaches(case.vault, engineer, later_case.case_id)
 
 
 def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

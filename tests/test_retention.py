@@ -36,7 +36,7 @@ from vault.key_periods import Sealer, sealed_under
 from vault.objects import StoredObject, open_decrypted
 from vault.reader import open_instance
 from vault.retention import erase_study, expire_studies
-from vault.retention_jobs import BACKUP_TASK, EXPIRE_TASK, PURGE_TASK
+from vault.retention_jobs import BACKUP_ROTATION_TASK, BACKUP_TASK, EXPIRE_TASK, PURGE_TASK
 
 PATIENT = SyntheticPatient()
 CLI = Path(sys.executable).with_name("dicom-vault")
@@ -300,11 +300,13 @@ class TestLegalHolds:
 
 
 class TestDailyJobs:
-    def test_the_three_jobs_are_on_the_daily_beat_schedule(self, embedded_vault: Vault) -> None:
+    def test_the_four_jobs_backup_rotation_included_are_on_the_daily_beat_schedule(
+        self, embedded_vault: Vault
+    ) -> None:
         app = create_celery_app(embedded_vault.settings, vault=embedded_vault)
         schedule = app.conf.beat_schedule
         tasks = {entry["task"] for entry in schedule.values()}
-        assert tasks == {EXPIRE_TASK, PURGE_TASK, BACKUP_TASK}
+        assert tasks == {EXPIRE_TASK, PURGE_TASK, BACKUP_TASK, BACKUP_ROTATION_TASK}
         hour = embedded_vault.settings.retention.daily_run_hour_utc
         assert all(entry["schedule"].hour == {hour} for entry in schedule.values())
 

@@ -113,12 +113,18 @@ def assess_command(
     category: Annotated[list[str] | None, typer.Option(help=", ".join(DATA_CATEGORIES))] = None,
     subjects: Annotated[int | None, typer.Option(help="Data subjects (approx.).")] = None,
     records: Annotated[int | None, typer.Option(help="Records (approx.).")] = None,
+    cause: Annotated[str | None, typer.Option(help="The cause of the breach.")] = None,
     consequences: Annotated[str | None, typer.Option(help="Likely consequences.")] = None,
     measures: Annotated[str | None, typer.Option(help="Measures taken or proposed.")] = None,
     lessons: Annotated[str | None, typer.Option(help="Lessons learned.")] = None,
 ) -> None:
     """Update the assessment (what is not given stays as it is)."""
-    given = {"consequences": consequences, "measures": measures, "lessons": lessons}
+    given = {
+        "cause": cause,
+        "consequences": consequences,
+        "measures": measures,
+        "lessons": lessons,
+    }
     with refusals_exit():
         breaches.update_assessment(
             cli_vault(),
@@ -138,6 +144,7 @@ def notify_command(
     party: Annotated[str, typer.Option(help="authority or subjects.")],
     at: Annotated[str | None, typer.Option(help="When they were notified.")] = None,
     exemption: Annotated[str | None, typer.Option(help="Why they were not.")] = None,
+    reason: Annotated[str, typer.Option(help="The reason for the exemption (sealed).")] = "",
     authority_reference: Annotated[str | None, typer.Option(help="The authority's ref.")] = None,
 ) -> None:
     """Record a notification (to the authority or the data subjects), or why there was none."""
@@ -149,6 +156,7 @@ def notify_command(
             party=party,
             at=parse_date(at) if at else None,
             exemption=exemption,
+            reason=reason,
             authority_reference=authority_reference,
         )
     typer.echo(f"{party} decision recorded")
@@ -156,7 +164,8 @@ def notify_command(
 
 @breach_app.command("close")
 def close_command(ref: Ref) -> None:
-    """Close the incident (both notification decisions must be on record)."""
+    """Close the incident: its cause, consequences, measures, lessons and both notification
+    decisions (with the reason for any exemption) must be on record."""
     with refusals_exit():
         breaches.close_breach(cli_vault(), ref, actor=ACTOR)
     typer.echo("incident closed")

@@ -2,8 +2,10 @@
 
 :func:`view_of` works out an incident's deadlines from its detection time
 (investigation within 24 hours, authority notified within 72) and flags what
-is overdue now or was done late; :func:`texts_of` opens its sealed
-descriptions and chronology for the DPO's pages and the command line only.
+is overdue now or was done late, by when each step was typed in (the time
+the DPO states for it is shown, but a backdated entry is not on time);
+:func:`texts_of` opens its sealed descriptions and chronology for the DPO's
+pages and the command line only.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from vault.breaches import INVESTIGATION_WITHIN, NOTIFY_AUTHORITY_WITHIN, load
-from vault.catalog.breaches import SEALED_FIELDS, Breach, BreachEntry
+from vault.catalog.breaches import EXEMPTION_REASON_FIELDS, SEALED_FIELDS, Breach, BreachEntry
 from vault.core import Vault
 from vault.dsr_sealing import open_text
 
@@ -42,9 +44,11 @@ class EntryView:
 
 
 def view_of(breach: Breach, now: datetime) -> BreachView:
+    """``breach`` with its deadlines; lateness judged by the steps' recording times."""
     investigate_by = breach.detected_at + INVESTIGATION_WITHIN
     notify_by = breach.detected_at + NOTIFY_AUTHORITY_WITHIN
-    started, notified = breach.investigation_started_at, breach.authority_notified_at
+    started = breach.investigation_recorded_at or breach.investigation_started_at
+    notified = breach.authority_notified_recorded_at or breach.authority_notified_at
     decided = notified is not None or breach.authority_exemption is not None
     is_open = breach.state == "open"
     return BreachView(
@@ -73,7 +77,7 @@ def texts_of(vault: Vault, breach: Breach) -> tuple[dict[str, str], list[EntryVi
     key = vault.keyring.data_key(breach.key_id)
     texts = {
         field: open_text(key, sealed, f"breach:{breach.id}:{field}")
-        for field in SEALED_FIELDS
+        for field in (*SEALED_FIELDS, *EXEMPTION_REASON_FIELDS)
         if (sealed := getattr(breach, f"{field}_sealed"))
     }
     with vault.catalog.read_session() as session:

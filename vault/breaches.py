@@ -8,7 +8,10 @@ Two deadlines run from detection: the investigation starts within 24 hours
 (the manufacturer's promise) and the supervisory authority is notified within
 72 hours unless the breach is unlikely to result in a risk (article 33(1)).
 The data subjects are told, or the exemption of article 34(3) that applies is
-recorded.
+recorded; every exemption needs its reason. An incident is closed only once
+its cause, consequences, measures and lessons are on record (article 33(5)).
+Lateness is measured against when a step was typed in, not the time the DPO
+gives for it, so that a backdated entry cannot hide a late investigation.
 
 Descriptions are sealed under the incident's own data key
 (:mod:`vault.dsr_sealing`); codes, counts and dates are in clear. Every change
@@ -31,6 +34,7 @@ from vault.catalog.breaches import (
     DATA_CATEGORIES,
     ENTRY_KINDS,
     NATURES,
+    REQUIRED_TO_CLOSE,
     SEALED_FIELDS,
     Breach,
     BreachEntry,
@@ -247,6 +251,7 @@ def _entry(
     at = _not_future(vault, at, "entry")
     if kind == "investigation" and breach.investigation_started_at is None:
         breach.investigation_started_at = at
+        breach.investigation_recorded_at = vault.clock.now()
     entry = BreachEntry(
         breach_id=breach.id,
         at=at,
@@ -263,23 +268,13 @@ def _entry(
     return entry
 
 
-def record_notification(
-    vault: Vault,
-    ref: str,
-    *,
-    actor: str,
-    party: str,
-    remote: str | None = None,
-    at: datetime | None = None,
-    authority_reference: str | None = None,
-    exemption: str | None = None,
-) -> Breach:
-    """Record that ``party`` was notified at ``at``, or the exemption why not.
+def _check_notification(
+    party: str, at: datetime | None, exemption: str | None, authority_reference: str | None
+) -> None:
+    """Refuse an unknown party or exemption, both or neither of a time and an exemption.
 
     Raises:
-        InvalidInput: unknown party or exemption, both or neither given, a
-            malformed authority reference, or a time in the future.
-        RequestNotOpen: the incident is closed.
+        InvalidInput: see :func:`record_notification`.
     """
     if party not in PARTIES:
         raise InvalidInput("the party is 'authority' or 'subjects'", reason="invalid-party")
@@ -290,13 +285,41 @@ def record_notification(
         raise InvalidInput(f"the exemption is one of: {', '.join(allowed)}", reason="exemption")
     if authority_reference and not _AUTHORITY_REF.fullmatch(authority_reference):
         raise InvalidInput("the authority's reference is up to 64 plain characters")
+
+
+def record_notification(
+    vault: Vault,
+    ref: str,
+    *,
+    actor: str,
+    party: str,
+    remote: str | None = None,
+    at: datetime | None = None,
+    authority_reference: str | None = None,
+    exemption: str | None = None,
+    reason: str = "",
+) -> Breach:
+    """Record that ``party`` was notified at ``at``, or the exemption why not and its ``reason``.
+
+    Raises:
+        InvalidInput: unknown party or exemption, both or neither given, an
+            exemption without its reason, a malformed authority reference,
+            or a time in the future.
+        RequestNotOpen: the incident is closed.
+    """
+    _check_notification(party, at, exemption, authority_reference)
+    reason = checked_text(reason)
+    if exemption is not None and not reason:
+        raise InvalidInput("give the reason for the exemption", reason="exemption-reason")
     with vault.catalog.session() as session:
         breach = _open(session, ref)
         if party == "authority":
             breach.authority_notified_at, breach.authority_exemption = at, exemption
+            breach.authority_notified_recorded_at = vault.clock.now() if at else None
             breach.authority_reference = authority_reference or breach.authority_reference
         else:
             breach.subjects_notified_at, breach.subjects_exemption = at, exemption
+        _seal(vault, session, breach, f"{party}_exemption_reason", reason if exemption else "")
         text = f"{party} notified" if at else f"{party} not notified: {exemption}"
         when = at or vault.clock.now()
         _entry(vault, session, breach, actor, remote, "notification", text, when)
@@ -304,19 +327,34 @@ def record_notification(
     return breach
 
 
+def missing_to_close(breach: Breach) -> list[str]:
+    """What must still be recorded before ``breach`` can be closed (empty: nothing)."""
+    missing = [field for field in REQUIRED_TO_CLOSE if not getattr(breach, f"{field}_sealed")]
+    for party, label in (("authority", "the authority's"), ("subjects", "the data subjects'")):
+        notified = getattr(breach, f"{party}_notified_at")
+        exemption = getattr(breach, f"{party}_exemption")
+        if notified is None and exemption is None:
+            missing.append(f"{label} notification or exemption")
+        elif exemption is not None and not getattr(breach, f"{party}_exemption_reason_sealed"):
+            missing.append(f"the reason for {label} exemption")
+    return missing
+
+
 def close_breach(vault: Vault, ref: str, *, actor: str, remote: str | None = None) -> Breach:
-    """Close the incident once both notification decisions are on record.
+    """Close the incident once its cause, consequences, measures, lessons and both
+    notification decisions (with the reason for any exemption) are on record.
 
     Raises:
-        InvalidInput: a notification decision is missing.
+        InvalidInput: something required is missing (named in the message).
         RequestNotOpen: closed already.
     """
     with vault.catalog.session() as session:
         breach = _open(session, ref)
-        if breach.authority_notified_at is None and breach.authority_exemption is None:
-            raise InvalidInput("record the authority's notification or exemption first")
-        if breach.subjects_notified_at is None and breach.subjects_exemption is None:
-            raise InvalidInput("record the data subjects' notification or exemption first")
+        missing = missing_to_close(breach)
+        if missing:
+            raise InvalidInput(
+                f"before closing, record {', '.join(missing)}", reason="incomplete-record"
+            )
         breach.state, breach.closed_at, breach.closed_by = "closed", vault.clock.now(), actor
         _audit(vault, session, breach, actor, "close", remote)
     return breach

@@ -1,20 +1,26 @@
 """The daily jobs that keep the retention promises, and who runs them.
 
-Three jobs, each a plain function of a vault:
+Four jobs, each a plain function of a vault:
 
 - ``expire``: crypto-shred every study whose 5 years are up and no hold
   covers (:func:`vault.retention.expire_studies`), then close browser uploads
   abandoned half-way;
 - ``purge``: delete access-log records past their 12 months
   (:func:`vault.audit_retention.purge_audit`, with its signed checkpoint),
-  and the login counters that hold nothing any more (each names a client
-  address: :meth:`vault.auth.throttle.Throttle.forget_idle`);
+  the login counters that hold nothing any more (each names a client
+  address: :meth:`vault.auth.throttle.Throttle.forget_idle`), and browser
+  sessions past their idle or absolute time-out whose cookie never came back
+  (each keeps the staff member's address:
+  :meth:`vault.auth.sessions.SessionStore.purge_expired`);
 - ``backup``: take an encrypted catalog backup when the newest is
   ``retention.backup_every_days`` old (0: never; backups are then the
-  operator's), which also deletes those past their 6-month rotation
-  (:func:`vault.backup.create_backup`).
+  operator's) (:func:`vault.backup.create_backup`);
+- ``rotate``: delete backups past their 6-month rotation
+  (:func:`vault.backup.rotate_backups`), every day whatever the backup
+  cadence, so that a vault that stopped taking backups still lets go of
+  its old ones.
 
-:func:`run_daily_jobs` runs all three, each on its own: one that fails is
+:func:`run_daily_jobs` runs all four, each on its own: one that fails is
 logged (by its name and the error's type only) and the others still run.
 With a broker, Celery beat schedules them (:mod:`vault.retention_jobs`);
 without one (the embedded default), ``dicom-vault serve`` runs a
@@ -33,8 +39,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from crypto.errors import CryptoError
 from vault.audit_retention import purge_audit
+from vault.auth.sessions import SessionStore
 from vault.auth.throttle import Throttle
-from vault.backup import create_backup, list_backups
+from vault.backup import create_backup, list_backups, rotate_backups
 from vault.core import Vault
 from vault.errors import VaultError
 from vault.retention import expire_studies
@@ -57,10 +64,12 @@ def expire_job(vault: Vault) -> int:
 
 
 def purge_job(vault: Vault) -> int:
-    """Purge the access log past its retention, and idle login counters; records deleted."""
+    """Purge the access log past its retention, idle login counters and expired
+    sessions; access-log records deleted."""
     purged = purge_audit(vault)
     with vault.catalog.session() as session:
         Throttle(vault.settings.auth, vault.clock).forget_idle(session)
+        SessionStore(vault.settings.auth, vault.clock).purge_expired(session)
     return purged
 
 
@@ -77,10 +86,16 @@ def backup_job(vault: Vault) -> int:
     return 1
 
 
+def rotate_job(vault: Vault) -> int:
+    """Delete backups past their rotation (whatever the backup cadence); how many."""
+    return len(rotate_backups(vault))
+
+
 DAILY_JOBS: dict[str, Callable[[Vault], int]] = {
     "expire": expire_job,
     "purge": purge_job,
     "backup": backup_job,
+    "rotate": rotate_job,
 }
 
 

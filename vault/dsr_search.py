@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from crypto.errors import CryptoError
 from dicom_ingest.header import read_header
-from vault.catalog.dsr import DataSubjectRequest, DsrStudy
+from vault.catalog.dsr import DataSubjectRequest, DsrStudy, carries_subject
 from vault.catalog.models import Instance, Study
 from vault.core import Vault
 from vault.dsr import load, record_step, require_open
@@ -101,7 +101,7 @@ def _header_agrees(vault: Vault, instance_id: str, given: SubjectIdentifiers) ->
 
 
 def _candidates(session: Session, digests: list[str], organisation_id: str | None) -> list[str]:
-    query = select(Study.id).where(Study.patient_digest.in_(digests))
+    query = select(Study.id).where(carries_subject(digests))
     if organisation_id:
         query = query.where(Study.organisation_id == organisation_id)
     return list(session.scalars(query.order_by(Study.received_at, Study.id)))

@@ -4,7 +4,8 @@
 (``overdue`` when still open past its due date, ``days_left`` otherwise);
 :func:`events_of` gives a request's chronology with its sealed notes opened,
 for the DPO's pages and the command line only; :func:`studies_of` the
-studies matched to it, stored or erased.
+studies matched to it, stored or erased, and those its restriction took
+when they arrived later.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from vault.catalog.models import Case, Study
 from vault.catalog.retention import Tombstone
 from vault.core import Vault
 from vault.dsr import matched_study_ids, note_context
-from vault.dsr_restriction import restricted_ids
+from vault.dsr_restriction import restricted_ids, restricted_study_ids
 from vault.dsr_sealing import open_text
 
 
@@ -124,9 +125,11 @@ class MatchedStudy:
 
 
 def studies_of(vault: Vault, request: DataSubjectRequest) -> list[MatchedStudy]:
-    """The studies matched to ``request``, stored or erased, in the order they were matched."""
+    """The studies matched to ``request`` (stored or erased) in the order they were matched,
+    then those its restriction took as they arrived."""
     with vault.catalog.read_session() as session:
         study_ids = matched_study_ids(session, request.id)
+        study_ids += [s for s in restricted_study_ids(session, request.id) if s not in study_ids]
         restricted = restricted_ids(session, study_ids)
         found = []
         for study_id in study_ids:

@@ -1,17 +1,17 @@
 """The daily jobs of :mod:`vault.daily_jobs` as Celery tasks on Celery beat's schedule.
 
 :func:`register_retention_jobs` adds the tasks to a vault's Celery app and
-schedules three once a day at ``retention.daily_run_hour_utc``:
+schedules all four once a day at ``retention.daily_run_hour_utc``:
 ``dicom_vault.expire_studies`` (crypto-shred expired studies, sweep browser
 uploads abandoned half-way), ``dicom_vault.purge_audit`` (purge access-log
-records past their 12 months, then write a signed checkpoint) and
-``dicom_vault.backup`` (a catalog backup when one is due, which also deletes
-those past their 6-month rotation). Their messages carry no argument at all.
-A fourth, ``dicom_vault.rotate_backups``, only deletes backups past their
-rotation (:func:`vault.backup.rotate_backups`), for deployments that take
-backups themselves. Run beat beside a worker (``celery beat``, or a worker
-started with ``-B``); without a broker, ``dicom-vault serve`` runs the same
-jobs itself (:class:`vault.daily_jobs.DailyRunner`).
+records past their 12 months, then write a signed checkpoint, and delete
+expired browser sessions), ``dicom_vault.backup`` (a catalog backup when one
+is due) and ``dicom_vault.rotate_backups`` (delete backups past their
+6-month rotation, :func:`vault.backup.rotate_backups`, every day whatever
+``retention.backup_every_days`` says). Their messages carry no argument.
+Run beat beside a worker (``celery beat``, or a worker started with ``-B``);
+without a broker, ``dicom-vault serve`` runs the same jobs itself
+(:class:`vault.daily_jobs.DailyRunner`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from typing import Final, Protocol
 from celery import Celery, Task
 from celery.schedules import crontab
 
-from vault.backup import rotate_backups
 from vault.core import Vault
-from vault.daily_jobs import backup_job, expire_job, purge_job
+from vault.daily_jobs import backup_job, expire_job, purge_job, rotate_job
 
 EXPIRE_TASK: Final = "dicom_vault.expire_studies"
 PURGE_TASK: Final = "dicom_vault.purge_audit"
@@ -61,7 +60,7 @@ def backup_task(task: Task) -> dict[str, int]:
 
 def rotate_backups_task(task: Task) -> dict[str, int]:
     """Delete catalog backups older than retention.backup_retention_days; the count."""
-    return {"deleted": len(rotate_backups(_vault_of(task)))}
+    return {"deleted": rotate_job(_vault_of(task))}
 
 
 def register_retention_jobs(app: Celery, *, hour_utc: int) -> None:
@@ -77,4 +76,5 @@ def register_retention_jobs(app: Celery, *, hour_utc: int) -> None:
         "expire-studies-daily": {"task": EXPIRE_TASK, "schedule": daily},
         "purge-audit-daily": {"task": PURGE_TASK, "schedule": daily},
         "backup-daily": {"task": BACKUP_TASK, "schedule": daily},
+        "rotate-backups-daily": {"task": BACKUP_ROTATION_TASK, "schedule": daily},
     }

@@ -2,12 +2,15 @@
 
 Incidents are recorded from ``GET /dpo`` (``POST /dpo/breaches``); each has
 its page with the 24-hour and 72-hour deadlines (overdue or late ones
-flagged), the assessment (categories, numbers, consequences, measures,
-lessons), the notification decisions for the authority and the data
-subjects, and the chronology. Every form posts with the session's CSRF token
-and every change is made by :mod:`vault.breaches`, which records it in the
-access log as the DPO; opening an incident's page is recorded as
-``breach.view``. A refused change re-renders the page with its reason.
+flagged), the assessment (categories, numbers, cause, consequences,
+measures, lessons), the notification decisions for the authority and the data
+subjects (with the reason for an exemption), and the chronology. Every form
+posts with the session's CSRF token and every change is made by
+:mod:`vault.breaches`, which records it in the access log as the DPO;
+opening an incident's page is recorded as ``breach.view``. A refused change
+re-renders the page with its reason (4xx), closing included: an incident
+whose cause, consequences, measures, lessons or exemption reasons are
+missing is not closed.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ def _page(
         b=view.breach,
         texts=texts,
         entries=entries,
+        missing=breaches.missing_to_close(view.breach),
         natures=NATURES,
         categories=DATA_CATEGORIES,
         entry_kinds=ENTRY_KINDS,
@@ -118,11 +122,12 @@ def assess(
     categories: Annotated[list[str] | None, Form()] = None,
     subjects: Count = "",
     records: Count = "",
+    cause: Text = "",
     consequences: Text = "",
     measures: Text = "",
     lessons: Text = "",
 ) -> Response:
-    texts = {"consequences": consequences, "measures": measures, "lessons": lessons}
+    texts = {"cause": cause, "consequences": consequences, "measures": measures, "lessons": lessons}
     return perform(
         lambda: breaches.update_assessment(
             vault_of(request),
@@ -171,6 +176,7 @@ def notify(
     party: Short,
     at: Short = "",
     exemption: Short = "",
+    reason: Text = "",
     authority_reference: Short = "",
 ) -> Response:
     return perform(
@@ -182,6 +188,7 @@ def notify(
             party=party,
             at=moment(at, "notification time") if at.strip() else None,
             exemption=exemption or None,
+            reason=reason,
             authority_reference=authority_reference or None,
         ),
         refused=partial(_page, request, breach_id),

@@ -4,8 +4,11 @@ The cookie carries a random secret; the catalog keeps its SHA-256 only. A
 session is ``totp`` or ``enrol`` (password accepted, second factor awaited,
 short-lived) or ``full``. Full sessions end after ``session_idle_minutes``
 without a request or ``session_absolute_hours`` after login, whichever comes
-first; an expired session is deleted when next seen. Passing the second
-factor replaces the pending session with a new id (no fixation).
+first; an expired session is deleted when next seen, and the daily purge
+(:meth:`SessionStore.purge_expired`, run by :mod:`vault.daily_jobs`) deletes
+those whose cookie never came back, with the address they were opened from.
+Passing the second factor replaces the pending session with a new id (no
+fixation).
 
 The CSRF token of a session is an HMAC of its cookie secret: bound to the
 session, unguessable without the cookie, and never stored.
@@ -17,7 +20,7 @@ import hashlib
 import hmac
 from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import ColumnElement, delete, or_
 from sqlalchemy.orm import Session
 
 from vault.auth.digests import digest, new_secret, same
@@ -100,6 +103,24 @@ class SessionStore:
     def end_all(self, session: Session, user_id: str) -> None:
         """Delete every session of ``user_id`` (disabled account, new password)."""
         session.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
+
+    def purge_expired(self, session: Session) -> int:
+        """Delete every session past its time-out, seen again or not; how many."""
+        result = session.execute(delete(LoginSession).where(self._expired_rows()))
+        return int(result.rowcount or 0)
+
+    def _expired_rows(self) -> ColumnElement[bool]:
+        """The SQL form of :meth:`_expired`, for the purge."""
+        now = self._clock.now()
+        pending = LoginSession.stage.in_(PENDING_STAGES)
+        return or_(
+            pending & (LoginSession.created_at <= now - self._pending),
+            ~pending
+            & (
+                (LoginSession.created_at <= now - self._absolute)
+                | (LoginSession.last_seen_at <= now - self._idle)
+            ),
+        )
 
     def _expired(self, row: LoginSession, now: object) -> bool:
         if row.stage in PENDING_STAGES:

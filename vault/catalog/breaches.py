@@ -7,7 +7,10 @@ and the notification decisions for the supervisory authority (72 hours) and
 the data subjects. Codes and counts are kept in clear; the descriptions the
 DPO writes (what happened, consequences, measures, lessons) are sealed under
 the incident's own data key (``key_id``), because an incident description can
-mention the people concerned.
+mention the people concerned; so is the reason given for each exemption from
+notifying. ``investigation_started_at`` and ``authority_notified_at`` are the
+times the DPO states; ``*_recorded_at`` when they were typed in, against which
+the deadlines are measured (a backdated entry cannot hide a late one).
 
 A :class:`BreachEntry` is one line of the incident's chronology (detection,
 investigation, containment, notification, measure, note), its text sealed
@@ -33,7 +36,10 @@ DATA_CATEGORIES = (
     "access-log",
     "other",
 )
-SEALED_FIELDS = ("description", "consequences", "measures", "lessons")
+SEALED_FIELDS = ("description", "cause", "consequences", "measures", "lessons")
+# What must be on record before an incident is closed (article 33(5)).
+REQUIRED_TO_CLOSE = ("cause", "consequences", "measures", "lessons")
+EXEMPTION_REASON_FIELDS = ("authority_exemption_reason", "subjects_exemption_reason")
 ENTRY_KINDS = (
     "detection",
     "investigation",
@@ -65,12 +71,17 @@ class Breach(Base):
     consequences_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     measures_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     lessons_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    cause_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     investigation_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    investigation_recorded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     authority_notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    authority_notified_recorded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     authority_reference: Mapped[str | None] = mapped_column(String(64))
     authority_exemption: Mapped[str | None] = mapped_column(String(40))
+    authority_exemption_reason_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     subjects_notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     subjects_exemption: Mapped[str | None] = mapped_column(String(40))
+    subjects_exemption_reason_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     closed_by: Mapped[str | None] = mapped_column(String(80))
 

@@ -14,18 +14,21 @@ sealed under the request's own data key (``key_id``), never stored in clear.
 :class:`DsrEvent` is the request's chronology (each action, its outcome and a
 PHI-free ground code); :class:`DsrRestriction` keeps a study away from
 engineers while active. ``study_id`` columns are plain, not foreign keys:
-they outlive an erased study.
+they outlive an erased study. :func:`carries_subject` is the one rule by
+which a study is the requester's: the search and the restriction of studies
+that arrive later both use it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, ColumnElement, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy import UniqueConstraint as Unique
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vault.catalog.models import Base, UtcDateTime, new_id, utcnow
+from vault.catalog.models import Base, Study, UtcDateTime, new_id, utcnow
 
 REQUEST_KINDS = ("access", "portability", "rectification", "restriction", "erasure", "objection")
 REQUEST_STATES = ("received", "verified", "completed", "refused", "withdrawn")
@@ -100,3 +103,8 @@ class DsrRestriction(Base):
     placed_by: Mapped[str] = mapped_column(String(80))
     lifted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     lifted_by: Mapped[str | None] = mapped_column(String(80))
+
+
+def carries_subject(digests: Collection[str]) -> ColumnElement[bool]:
+    """The SQL condition on ``Study``: it carries one of the subject's patient ``digests``."""
+    return Study.patient_digest.in_(sorted(digests))
