@@ -386,7 +386,12 @@ class TestFiguresFollowTheCatalog:
             actor="cli",
         )
         breaches.record_notification(
-            vault, decided.id, actor="cli", party="authority", exemption="unlikely-risk"
+            vault,
+            decided.id,
+            actor="cli",
+            party="authority",
+            exemption="unlikely-risk",
+            reason="backup tape encrypted; key not lost",
         )
         figures = site.scrape()
         assert figures("data_subject_requests_open") == 1

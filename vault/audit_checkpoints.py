@@ -12,9 +12,11 @@ checkpoint ``number - 1`` (empty for the first): the checkpoints form a
 chain of their own, so removing one from the middle leaves a gap in the
 numbers and a broken link. Removing the newest ones cannot be seen in the
 catalog alone (nothing later names them); time shows it instead, as
-checkpoints are written at least daily: :func:`time_breaks` reports a
-newest checkpoint older than :data:`MAX_CHECKPOINT_INTERVAL`, and two
-consecutive checkpoints further apart than that.
+checkpoints are written at least daily: :func:`time_gaps` reports a newest
+checkpoint older than :data:`MAX_CHECKPOINT_INTERVAL`, and two consecutive
+checkpoints further apart than that. A vault that was stopped for that long
+leaves the same gap, so gaps are warnings for a person to explain, not
+proof of tampering.
 
 Checkpoints written before they were chained have ``prev_mac`` NULL and
 were signed over the earlier message, without number or predecessor.
@@ -86,10 +88,14 @@ def link_breaks(checkpoints: Sequence[AuditCheckpoint]) -> Iterator[ChainBreak]:
             yield ChainBreak(after.seq, "checkpoint does not follow the previous checkpoint")
 
 
-def time_breaks(
+def time_gaps(
     checkpoints: Sequence[AuditCheckpoint], first_record: AuditEvent | None, now: datetime
 ) -> Iterator[ChainBreak]:
-    """Checkpoints too far apart, and a newest checkpoint (or record) left unsigned too long."""
+    """Checkpoints too far apart, and a newest checkpoint (or record) left unsigned too long.
+
+    Each names the record where the gap shows; the vault was stopped, or
+    checkpoints were removed.
+    """
     for before, after in pairwise(checkpoints):
         if after.at - before.at > MAX_CHECKPOINT_INTERVAL:
             yield ChainBreak(after.seq, f"no checkpoint for more than {_HOURS} hours before")
