@@ -55,6 +55,8 @@ _DUMMY_BY_VR: dict[str, object] = {
 _CHARSET_TAG = 0x00080005
 _CODING_SCHEME, _CODE_MEANING, _STUDY_DATE = 0x00080102, 0x00080104, 0x00080020
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
+# Pairs whose time anchors a date given alone on the same day: Study first.
+_DAY_ANCHORS = (_STUDY_DATE, *sorted(set(TIME_OF_DATE) - {_STUDY_DATE}))
 # Keywords of UI attributes naming a kind of thing, never an instance.
 _KIND_UID_WORDS = ("SOPClass", "TransferSyntax", "CodingScheme", "Context", "MappingResource")
 # Coding schemes of PS3.16 Table 8-1 whose code meanings are published terms,
@@ -251,7 +253,30 @@ class Walk:
                 if vr == "DA":
                     return [shift_pair(values[0], other[0], offset)[0]]
                 return [shift_pair(other[0], values[0], offset)[1]]
+        if vr == "DA" and len(values) == 1:
+            anchor = self._time_of_same_day(slot.level, values[0])
+            if anchor is not None:
+                return [shift_pair(values[0], anchor, offset)[0]]
         return [_SHIFTERS[vr](v, offset) for v in values]
+
+    def _time_of_same_day(self, level: Level, date: str) -> str | None:
+        """The time of a date-and-time pair of ``level`` on ``date`` (Study's first).
+
+        A date given without its time is shifted as that pair's date is, so
+        that Series Date and Study Date of one day stay one day even when the
+        offset's hours carry the study's time over midnight.
+        """
+        for date_tag in _DAY_ANCHORS:
+            element, partner = level.by_tag.get(date_tag), level.by_tag.get(TIME_OF_DATE[date_tag])
+            if element is None or partner is None or UNDEFINED in (element.length, partner.length):
+                continue
+            if self.rules.action(date_tag) is not Action.SHIFT or partner.length == 0:
+                continue
+            if decode_text(self._raw(element), "DA", ()) == [date.strip(" \0")]:
+                times = decode_text(self._raw(partner), "TM", ())
+                if len(times) == 1 and times[0]:
+                    return times[0]
+        return None
 
     def _clean(self, slot: _Slot) -> Chunk:
         vr = slot.vr

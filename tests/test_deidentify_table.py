@@ -259,6 +259,19 @@ class TestUnlistedAttributes:
         assert out is not None
         assert out.StudyUpdateDateTime == out.AcquisitionDateTime != "20240301101500"
 
+    @pytest.mark.parametrize("study_time", ["000100", "120000", "235930"])
+    def test_a_date_with_its_time_and_one_without_stay_on_the_same_day(
+        self, study_time: str
+    ) -> None:
+        engine = make_engine()
+        for number in range(20):  # patients, each with an offset of its own
+            ds = next(make_ct_series(1, rows=4, columns=4))
+            ds.PatientID = f"P{number}"
+            ds.StudyDate, ds.StudyTime, ds.SeriesDate = "20240301", study_time, "20240301"
+            del ds.SeriesTime
+            out = engine.deidentify(ds).dataset
+            assert out is not None and out.SeriesDate == out.StudyDate != "20240301"
+
     def test_an_unlisted_date_time_is_kept_with_full_dates(self) -> None:
         ds = next(make_ct_series(1, rows=4, columns=4))
         ds.StudyUpdateDateTime = "20240301101500"
