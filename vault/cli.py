@@ -441,7 +441,11 @@ def worker(
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
     beat: Annotated[
-        bool, typer.Option(help="Also run the daily schedule (retention, access-log purge).")
+        bool,
+        typer.Option(
+            help="Also run the daily schedule (expiry, access-log purge, backups and their"
+            " rotation, the upload sweep)."
+        ),
     ] = False,
 ) -> None:
     """Run a Celery worker for study-level tasks (de-identification) on the broker.

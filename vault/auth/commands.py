@@ -119,7 +119,7 @@ def reset_password(
 
 @admin_app.command("assign")
 def assign(case_ref: str, email: str) -> None:
-    """Assign the engineer ``EMAIL`` to case ``CASE_REF``."""
+    """Give case CASE_REF to the engineer EMAIL (arguments: CASE_REF EMAIL)."""
     vault, _ = _open()
     try:
         with vault.catalog.session() as session:
@@ -155,8 +155,10 @@ def metrics_token(
     ] = None,
     name: Annotated[str, typer.Option(help="What the token is for.")] = "prometheus",
 ) -> None:
-    """Create a token for a Prometheus scraper (GET /metrics only) owned by the
-    administrator EMAIL, and print it once. Revoke it with revoke-token."""
+    """A token for a Prometheus scraper (GET /metrics only), owned by administrator EMAIL.
+
+    It is printed once; revoke it with revoke-token.
+    """
     _issue_token(email, scope="metrics", name=name, days=days)
 
 
