@@ -40,7 +40,8 @@ class PeerSession:
     remote: str
     tls: bool
     ae_title: str = ""  # the registered node's, not the caller's string
-    stored: int = 0
+    stored: int = 0  # answered success, duplicates included
+    duplicates: int = 0  # of those, instances the vault already held
     refused: int = 0
     case_cache: dict[str, str | None] = field(default_factory=dict)
 
@@ -147,11 +148,12 @@ class PeerRegistry:
             return
         outcome = "aborted" if aborted else "closed"
         log.info(
-            "association from %s (PACS node %s) %s: %d stored, %d refused",
+            "association from %s (PACS node %s) %s: %d stored (%d already held), %d refused",
             session.remote,
             session.ae_title,
             outcome,
             session.stored,
+            session.duplicates,
             session.refused,
         )
         self._audit(

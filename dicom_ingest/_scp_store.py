@@ -171,10 +171,11 @@ def _store(event: Any, context: ReceiverContext, peer: PeerSession) -> int | Dat
         declared_sop_class=str(event.context.abstract_syntax),
     )
     try:
-        context.pipeline.ingest(stream, origin)
+        result = context.pipeline.ingest(stream, origin)
     except (VaultError, CryptoError) as exc:
         log.info("C-STORE refused: %s", exc.reason if isinstance(exc, VaultError) else "crypto")
         return refusal(exc)
+    peer.duplicates += result.duplicate
     return SUCCESS
 
 

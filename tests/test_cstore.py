@@ -537,6 +537,20 @@ class TestNoPhiInLogs:
         for marker in markers:
             assert marker not in logged
 
+    def test_a_resend_is_logged_as_already_held(
+        self,
+        dcmtk: Dcmtk,
+        receiver: Receiver,
+        tmp_path: Path,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        files = write_series(tmp_path / "in", small_series(2, seed=57))
+        run_storescu(dcmtk, receiver, files)
+        with caplog.at_level(logging.INFO):
+            run_storescu(dcmtk, receiver, files)
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert "closed: 2 stored (2 already held), 0 refused" in logged
+
 
 class TestEveryDeployment:
     def test_stored_instances_read_back_on_each_deployment(self, vault: Vault) -> None:

@@ -118,7 +118,7 @@ class TestScpCommand:
         finally:
             process.send_signal(signal.SIGTERM)
             output, _ = process.communicate(timeout=60)
-        assert "(PACS node PACS1) closed: 2 stored, 0 refused" in output
+        assert "(PACS node PACS1) closed: 2 stored (0 already held), 0 refused" in output
         assert "admitted: PACS node PACS1" in output
         assert "refused: unknown-caller" in output
         assert "STRANGER" not in output  # the caller's own text is not logged
