@@ -116,7 +116,7 @@ def _verify(vault: Vault, instance_id: str) -> bool:
 
 def _find(vault: Vault, organisation_id: str, sop_instance_uid: str) -> Instance | None:
     digest = vault.index.digest("instance", sop_instance_uid)
-    with vault.catalog.session() as session:
+    with vault.catalog.read_session() as session:
         return session.scalar(
             select(Instance)
             .join(Study, Study.id == Instance.study_id)
