@@ -228,3 +228,52 @@ class TestEncapsulatedFrames:
         (frame,) = instance.frames()
         assert mapping.parts(f"{instance.path}/frames/1") == [frame]
         assert mapping.parts(f"{instance.path}/bulkdata/7FE00010") == [frame]
+
+
+class TestBigEndian:
+    """Big-endian pixels would need byte swapping (transcoding): refused, never sent swapped."""
+
+    @pytest.mark.parametrize("tail", ["/frames/1", "/frames/2,1", "/bulkdata/7FE00010"])
+    def test_frames_and_pixel_bulkdata_are_not_acceptable(
+        self, mapping: Mapping, tail: str
+    ) -> None:
+        instance = mapping.instances["big-endian"]
+        assert instance.copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.2"
+        response = mapping.get(f"{instance.path}{tail}")
+        assert response.status_code == 406
+        assert response.json()["error"] == "not-acceptable"
+        assert "FRAMES-0001" not in response.text
+
+    def test_metadata_has_no_pixel_data_bulkdata_uri(self, mapping: Mapping) -> None:
+        instance = mapping.instances["big-endian"]
+        (metadata,) = mapping.get(f"{instance.path}/metadata").json()
+        assert metadata["00080018"]["Value"] == [str(instance.copy.SOPInstanceUID)]
+        assert "7FE00010" not in metadata
+
+    def test_the_instance_itself_is_still_served_as_stored(self, mapping: Mapping) -> None:
+        instance = mapping.instances["big-endian"]
+        (part,) = mapping.parts(instance.path)
+        assert dcmread(io.BytesIO(part)).PixelData == instance.copy.PixelData
+
+
+class TestOneBit:
+    def test_frames_on_byte_boundaries_are_their_packed_bytes(self, mapping: Mapping) -> None:
+        instance = mapping.instances["one-bit-aligned"]  # 8 x 8: 8 bytes a frame
+        data = instance.copy.PixelData
+        assert mapping.parts(f"{instance.path}/frames/3,1") == [data[16:24], data[0:8]]
+
+    @pytest.mark.parametrize("frames", ["1", "2", "3,1"])
+    def test_frames_not_each_whole_bytes_are_not_acceptable(
+        self, mapping: Mapping, frames: str
+    ) -> None:
+        instance = mapping.instances["one-bit-unaligned"]  # 5 x 5: frame 2 starts at bit 25
+        response = mapping.get(f"{instance.path}/frames/{frames}")
+        assert response.status_code == 406
+        assert response.json()["detail"] == (
+            "frames of this bit depth do not start on a byte boundary"
+        )
+
+    def test_their_pixel_bulkdata_is_the_whole_packed_value(self, mapping: Mapping) -> None:
+        instance = mapping.instances["one-bit-unaligned"]
+        parts = mapping.parts(f"{instance.path}/bulkdata/7FE00010")
+        assert parts == [instance.copy.PixelData]
