@@ -367,6 +367,20 @@ class TestRefusals:
         client.get(
             f"/dicomweb/studies/{web.study_uid}/instances?includefield=all", headers=world.bearer()
         )
+        row = served_rows(world.vault, world.study)[0]
+        instance = (
+            f"/dicomweb/studies/{web.study_uid}/series/{row.pseudo_series_uid}"
+            f"/instances/{row.pseudo_sop_uid}"
+        )
+        # Patient's Name is no bulk data: 404, but only after the copy's header was read.
+        for tail, expected in (
+            ("/frames/1", 200),
+            ("/bulkdata/7FE00010", 200),
+            ("/bulkdata/00100010", 404),
+        ):
+            before = len(opened)
+            status = client.get(f"{instance}{tail}", headers=world.bearer()).status_code
+            assert (status, len(opened) > before) == (expected, True), tail
         with world.vault.catalog.session() as session:
             served = set(session.scalars(select(PseudonymisedInstance.object_key)))
             originals = set(session.scalars(select(Instance.object_key)))

@@ -155,7 +155,8 @@ class FrameReader:
     def _fragment(self) -> _Fragment | None:
         """The next fragment, its frame decided, its first bytes read; None at the end."""
         if self._offsets is None:
-            self._offsets = _offsets(self._opened) if self.count > 1 else []
+            offsets = _offsets(self._opened)  # read even for one frame: the table is no fragment
+            self._offsets = offsets if self.count > 1 else []
             self._items_start = self._opened.forward.position
         position = self._opened.forward.position - self._items_start
         length = _item(self._opened)
