@@ -41,7 +41,7 @@ from tests.services.auth_env import BASE_URL, START
 from tests.services.vault_env import make_case
 from vault.api.app import create_app
 from vault.clock import FrozenClock
-from vault.wado_bulk import MAX_FRAMES
+from vault.wado_bulk import MAX_FRAMES, MAX_STEPS_BACK
 
 NATIVE, JPEG_LS = "emri_small.dcm", "emri_small_jpeg_ls_lossless.dcm"
 FRAMES = 10
@@ -238,8 +238,9 @@ class TestFrames:
             ("-1", "the frame list must be comma-separated positive integers"),
             (f"{FRAMES + 1}", f"the instance has {FRAMES} frame(s)"),
             (",".join(["1"] * (MAX_FRAMES + 1)), f"at most {MAX_FRAMES} frames"),
+            (",".join(["2", "1"] * (MAX_STEPS_BACK + 1)), "the frame list steps back more than"),
         ],
-        ids=["zero", "not-integer", "empty-item", "negative", "beyond", "too-many"],
+        ids=["zero", "not-integer", "empty-item", "negative", "beyond", "too-many", "rewinds"],
     )
     def test_a_bad_frame_list_is_a_bad_request_with_its_reason(
         self, bulk: Bulk, frames: str, reason: str

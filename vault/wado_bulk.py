@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable, Iterator
+from itertools import pairwise
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -37,6 +38,9 @@ from vault.wado import media_ranges
 
 OCTET = "application/octet-stream"
 MAX_FRAMES = 256
+# Each step back in a frame list reopens and decrypts the object from its start
+# (vault.frames): a list of 256 frames in descending order would cost 256 reads.
+MAX_STEPS_BACK = 16
 BULK_THRESHOLD = 1024
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW"})
 _MEDIA = {
@@ -63,7 +67,8 @@ def frame_numbers(text: str, count: int) -> list[int]:
     """The frames ``text`` (a comma-separated frame list) asks for, in its order.
 
     Raises:
-        BadRequest: not 1-based integers, more than :data:`MAX_FRAMES`, or beyond ``count``.
+        BadRequest: not 1-based integers, more than :data:`MAX_FRAMES`, beyond
+            ``count``, or stepping back more than :data:`MAX_STEPS_BACK` times.
     """
     items = [item.strip() for item in text.split(",")]
     if not all(item.isascii() and item.isdigit() for item in items):
@@ -75,6 +80,11 @@ def frame_numbers(text: str, count: int) -> list[int]:
         raise BadRequest("frame numbers start at 1")
     if max(numbers) > count:
         raise BadRequest(f"the instance has {count} frame(s); a frame asked for is beyond them")
+    if sum(later < earlier for earlier, later in pairwise(numbers)) > MAX_STEPS_BACK:
+        raise BadRequest(
+            f"the frame list steps back more than {MAX_STEPS_BACK} times;"
+            " ask for frames in ascending order or in several requests"
+        )
     return numbers
 
 
