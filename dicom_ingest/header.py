@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from vault.errors import CorruptHeader, NotDicom, TooLarge, TruncatedFile
+from vault.errors import CorruptHeader, NotDicom, TooLarge, TransferSyntaxRefused, TruncatedFile
 
 PREAMBLE = 128
 _CHUNK = 64 * 1024
@@ -222,6 +222,8 @@ def read_header(source: BinaryIO, *, max_header_bytes: int) -> tuple[InstanceHea
     """
     buffer = bytearray(source.read(PREAMBLE + 4))
     _check_preamble(bytes(buffer))
+    buffer += source.read(_CHUNK)
+    _refuse_deflated(buffer)
     exhausted = False
     searched = 0
     while True:
@@ -235,6 +237,22 @@ def read_header(source: BinaryIO, *, max_header_bytes: int) -> tuple[InstanceHea
         searched = len(buffer)
         if len(buffer) > max_header_bytes:
             raise TooLarge("the DICOM header is larger than this service accepts")
+
+
+def _refuse_deflated(buffer: bytes | bytearray) -> None:
+    """Refuse a deflated data set before reading on: its header cannot be read
+    without inflating the whole file, which this streaming reader does not do."""
+    start = PREAMBLE + 4
+    position = buffer.find(b"\x02\x00\x10\x00UI", start, start + 1024)
+    if position < 0:
+        return
+    length = int.from_bytes(buffer[position + 6 : position + 8], "little")
+    declared = bytes(buffer[position + 8 : position + 8 + length]).strip(b"\0 ")
+    if declared == DeflatedExplicitVRLittleEndian.encode():
+        raise TransferSyntaxRefused(
+            "the encoding (Deflated Explicit VR Little Endian) is not accepted:"
+            " send the files uncompressed or losslessly compressed"
+        )
 
 
 def _try_parse(buffer: bytes, exhausted: bool) -> InstanceHeader | None:

@@ -25,7 +25,11 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    SecondaryCaptureImageStorage,
+)
 
 from dicom_ingest._synthetic_phi import SyntheticPatient
 from dicom_ingest.synthetic import encode, make_ct_series
@@ -80,6 +84,15 @@ def with_lossy_syntax(marker: str) -> bytes:
     return encode(ds)
 
 
+def with_deflated_syntax(marker: str) -> bytes:
+    ds = marked(marker)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    # The data set is compressed: the marker the disk scan looks for rides in the file meta.
+    ds.file_meta.PrivateInformationCreatorUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.file_meta.PrivateInformation = marker.encode()
+    return encode(ds)
+
+
 def with_unknown_vr(marker: str) -> bytes:
     data = bytearray(encode(marked(marker)))
     position = data.find(b"\x08\x00\x16\x00UI")  # (0008,0016) SOP Class UID
@@ -112,6 +125,7 @@ REFUSALS: dict[str, Refusal] = {
     "corrupt-header": Refusal(with_unknown_vr, 422, "corrupt-header"),
     "sop-class-outside-policy": Refusal(with_sop_class, 415, "sop-class"),
     "transfer-syntax-outside-policy": Refusal(with_lossy_syntax, 415, "transfer-syntax"),
+    "deflated": Refusal(with_deflated_syntax, 415, "transfer-syntax"),
     "zip-absolute-path": Refusal(
         lambda m: archive([("IM1", encode(marked(m)), False), ("/etc/IM2", b"x", False)]),
         422,

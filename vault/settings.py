@@ -140,11 +140,11 @@ IMPLANT_SOP_CLASSES = (
 
 # Uncompressed and lossless transfer syntaxes (PS3.5 Section 10 and Annex A).
 # Lossy syntaxes are refused by default: they blur bone edges that implant
-# design depends on. An operator can allow them explicitly.
+# design depends on. An operator can allow them explicitly. Deflated Explicit VR
+# Little Endian is always refused: the streaming header reader cannot see into it.
 LOSSLESS_TRANSFER_SYNTAXES = (
     "1.2.840.10008.1.2",  # Implicit VR Little Endian
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
     "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent)
     "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
     "1.2.840.10008.1.2.4.70",  # JPEG Lossless, first-order prediction
