@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from dicom_ingest.synthetic import write_series
 from tests.cstore_support import associate, small_series, studies
 from tests.services.dicom_peers import Receiver
 from vault.catalog.accounts import ApiToken, User
@@ -310,6 +311,14 @@ class TestCases:
             "case",
             filed.case_id,
         )
+
+    def test_a_closed_case_takes_no_files_from_ingest(self, cli: Cli, tmp_path: Path) -> None:
+        write_series(tmp_path / "cd", small_series(2))
+        cli("case", "create", "CASE-1", "--organisation", "Demo Hospital", "--new-organisation")
+        cli("case", "close", "CASE-1")
+        refused = cli("ingest", str(tmp_path / "cd"), "--case", "CASE-1", code=2)
+        assert refused.strip() == "error: this case is not open"
+        assert "studies=0" in cli("case", "list")
 
     def test_closing_a_closed_or_unknown_case_is_refused(self, cli: Cli) -> None:
         cli("case", "create", "CASE-1", "--organisation", "Demo Hospital", "--new-organisation")

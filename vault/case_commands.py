@@ -2,8 +2,9 @@
 
 A case is open until closed. The C-STORE receiver files a push only under an
 open case of the sender's organisation (else the organisation's inbox), and
-an inbox study is filed only under an open case; closing keeps what the case
-holds. Each command records what it did in the access log as actor ``cli``.
+an inbox study is filed (and ``ingest`` stores) only under an open case;
+closing keeps what the case holds. Each command records what it did in the
+access log as actor ``cli``.
 """
 
 from __future__ import annotations
