@@ -145,7 +145,15 @@ def vault_receiver(root: Path, processes: int, cpu: ProcessCpu | None = None) ->
         "DICOM_VAULT_LOG_LEVEL": "warning",  # no association lines in the report
     }
     subprocess.run(
-        [str(CLI), "pacs", "add", SENDER_AE, "--organisation", "Benchmark Hospital"],
+        [
+            str(CLI),
+            "pacs",
+            "add",
+            SENDER_AE,
+            "--organisation",
+            "Benchmark Hospital",
+            "--new-organisation",
+        ],
         env=env,
         check=True,
         capture_output=True,

@@ -11,7 +11,7 @@ from dicom_ingest.sources import ZipLimits, iter_sources
 from dicom_ingest.validation import ValidationPolicy
 from vault.admin import case_by_reference
 from vault.core import Vault
-from vault.errors import VaultError
+from vault.errors import PolicyRefused, VaultError
 
 
 @dataclass
@@ -40,6 +40,8 @@ def ingest_paths(
     """Ingest every file under ``paths`` into the case; report refusals as they happen."""
     with vault.catalog.session() as session:
         case = case_by_reference(session, case_reference)
+        if case.status != "open":
+            raise PolicyRefused("this case is not open")
         origin = IngestOrigin("cli", "cli", case.organisation_id, case.id)
     pipeline = IngestPipeline(vault, ValidationPolicy.from_settings(vault.settings.policy))
     summary = IngestSummary()

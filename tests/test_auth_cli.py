@@ -77,6 +77,7 @@ class TestCreateUser:
             "admin",
             "--organisation",
             "Maker",
+            "--new-organisation",
         )
         assert _set_password(web, _link_token(output)) == 200
         response = post_login(web, "new@maker.example", PASSWORD)
@@ -91,6 +92,7 @@ class TestCreateUser:
             "engineer",
             "--organisation",
             "Maker",
+            "--new-organisation",
             "--password-stdin",
             stdin=PASSWORD + "\n",
         )
@@ -106,6 +108,7 @@ class TestCreateUser:
             "wizard",
             "--organisation",
             "Maker",
+            "--new-organisation",
             check=False,
         )
         assert result.startswith("2\n")
@@ -116,7 +119,7 @@ class TestTokensFromTheCli:
     def test_token_for_an_assigned_case_reads_it(self, data_dir: Path, web: TestClient) -> None:
         env = {**os.environ, "DICOM_VAULT_DATA_DIR": str(data_dir)}
         subprocess.run(
-            [str(CLI), "case", "create", "CLI-1", "--organisation", "Hosp"],
+            [str(CLI), "case", "create", "CLI-1", "--organisation", "Hosp", "--new-organisation"],
             env=env,
             check=True,
             capture_output=True,
@@ -130,6 +133,7 @@ class TestTokensFromTheCli:
             "engineer",
             "--organisation",
             "Maker",
+            "--new-organisation",
             "--password-stdin",
             stdin=PASSWORD + "\n",
         )

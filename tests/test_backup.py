@@ -379,7 +379,8 @@ class TestRotation:
 class TestCommandLine:
     def test_backup_list_and_restore_commands(self, tmp_path: Path) -> None:
         data = tmp_path / "var"
-        run_cli(data, "case", "create", "CASE-1", "--organisation", "Demo Hospital")
+        new_org = ("--organisation", "Demo Hospital", "--new-organisation")
+        run_cli(data, "case", "create", "CASE-1", *new_org)
         made = run_cli(data, "backup").stdout
         backup_id = made.split()[1]
         assert backup_id in run_cli(data, "backup", "list").stdout

@@ -14,6 +14,7 @@ import pytest
 from dicom_ingest.synthetic import make_ct_series, write_series
 
 CLI = Path(sys.executable).with_name("dicom-vault")
+DEMO_HOSPITAL = ("--organisation", "Demo Hospital", "--new-organisation")  # each test's first
 
 
 def run(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -37,7 +38,7 @@ class TestIngestAndExport:
         self, tmp_path: Path, dicom_folder: Path
     ) -> None:
         data = tmp_path / "var"
-        run(data, "case", "create", "CASE-7", "--organisation", "Demo Hospital")
+        run(data, "case", "create", "CASE-7", *DEMO_HOSPITAL)
         out = run(data, "ingest", str(dicom_folder), "--case", "CASE-7").stdout
         assert "stored 4, already stored 0, refused 0" in out
         study_id = run(data, "list").stdout.split()[0]
@@ -55,7 +56,7 @@ class TestIngestAndExport:
             for path in sorted((dicom_folder / "SERIES1").iterdir()):
                 zf.write(path, f"STUDY/{path.name}")
         data = tmp_path / "var"
-        run(data, "case", "create", "CASE-8", "--organisation", "Demo Hospital")
+        run(data, "case", "create", "CASE-8", *DEMO_HOSPITAL)
         out = run(data, "ingest", str(archive), "--case", "CASE-8").stdout
         assert "stored 4" in out
 
@@ -64,7 +65,7 @@ class TestIngestAndExport:
     ) -> None:
         (dicom_folder / "notes.txt").write_text("not an image")
         data = tmp_path / "var"
-        run(data, "case", "create", "CASE-9", "--organisation", "Demo Hospital")
+        run(data, "case", "create", "CASE-9", *DEMO_HOSPITAL)
         result = run(data, "ingest", str(dicom_folder), "--case", "CASE-9", check=False)
         assert result.returncode == 1
         assert "notes.txt: not a DICOM file" in result.stdout
@@ -75,7 +76,7 @@ class TestIngestAndExport:
         with zipfile.ZipFile(archive, "w") as zf:
             zf.writestr("../../etc/passwd", b"x")
         data = tmp_path / "var"
-        run(data, "case", "create", "CASE-10", "--organisation", "Demo Hospital")
+        run(data, "case", "create", "CASE-10", *DEMO_HOSPITAL)
         result = run(data, "ingest", str(archive), "--case", "CASE-10", check=False)
         assert "absolute or '..' path" in result.stdout
         assert result.returncode == 1
@@ -86,7 +87,7 @@ class TestKeys:
         self, tmp_path: Path, dicom_folder: Path
     ) -> None:
         data = tmp_path / "var"
-        run(data, "case", "create", "CASE-11", "--organisation", "Demo Hospital")
+        run(data, "case", "create", "CASE-11", *DEMO_HOSPITAL)
         run(data, "ingest", str(dicom_folder), "--case", "CASE-11")
         assert "kek-local-v2" in run(data, "keys", "rotate").stdout
         assert "re-wrapped 1" in run(data, "keys", "rewrap").stdout
@@ -97,7 +98,7 @@ class TestKeys:
 
 def test_key_file_is_private(tmp_path: Path, dicom_folder: Path) -> None:
     data = tmp_path / "var"
-    run(data, "case", "create", "CASE-12", "--organisation", "Demo Hospital")
+    run(data, "case", "create", "CASE-12", *DEMO_HOSPITAL)
     key_files = [p for p in (data / "keys").iterdir() if p.is_file()]
     assert key_files and all(p.stat().st_mode & 0o077 == 0 for p in key_files)
     shutil.rmtree(data)
@@ -151,7 +152,7 @@ class TestDeidentificationFromTheCli:
         self, tmp_path: Path, dicom_folder: Path
     ) -> None:
         data = tmp_path / "var"
-        run(data, "case", "create", "CASE-13", "--organisation", "Demo Hospital")
+        run(data, "case", "create", "CASE-13", *DEMO_HOSPITAL)
         run(data, "ingest", str(dicom_folder), "--case", "CASE-13")
         study_id = run(data, "list").stdout.split()[0]
         assert "deidentification=not-queued" in run(data, "list").stdout

@@ -17,6 +17,7 @@ from tests.cstore_support import small_series
 from tests.services.dicom_peers import Dcmtk, free_port, nodelay_env
 
 CLI = Path(sys.executable).with_name("dicom-vault")
+NEW_ORG = ("--organisation", "Demo Hospital", "--new-organisation")  # each test's first command
 
 
 def cli_env(data_dir: Path, port: int) -> dict[str, str]:
@@ -49,7 +50,7 @@ class TestScpCommand:
         port = free_port()
         env = cli_env(tmp_path / "var", port)
         added = subprocess.run(
-            [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"],
+            [str(CLI), "pacs", "add", "PACS1", *NEW_ORG],
             env=env,
             capture_output=True,
             text=True,
@@ -91,7 +92,7 @@ class TestScpCommand:
     ) -> None:
         port = free_port()
         env = cli_env(tmp_path / "var", port)
-        add = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
+        add = [str(CLI), "pacs", "add", "PACS1", *NEW_ORG]
         subprocess.run(add, env=env, capture_output=True, check=True)
         datasets = small_series(2)
         files = write_series(tmp_path / "in", datasets)
@@ -132,7 +133,7 @@ class TestScpCommand:
     ) -> None:
         port = free_port()
         env = cli_env(tmp_path / "var", port) | {"DICOM_VAULT_LOG_LEVEL": "warning"}
-        add = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
+        add = [str(CLI), "pacs", "add", "PACS1", *NEW_ORG]
         subprocess.run(add, env=env, capture_output=True, check=True)
         process = subprocess.Popen(
             [str(CLI), "scp"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -147,7 +148,7 @@ class TestScpCommand:
 
     def test_duplicate_ae_title_is_refused(self, tmp_path: Path) -> None:
         env = cli_env(tmp_path / "var", free_port())
-        argv = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
+        argv = [str(CLI), "pacs", "add", "PACS1", *NEW_ORG]
         subprocess.run(argv, env=env, capture_output=True, check=True)
         again = subprocess.run(argv, env=env, capture_output=True, text=True)
         assert again.returncode == 2

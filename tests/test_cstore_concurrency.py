@@ -100,7 +100,15 @@ def _two_processes(tmp_path: Path, port: int, **scp: str) -> dict[str, str]:
 
 
 def _add_pacs(env: dict[str, str]) -> None:
-    add = [str(CLI), "pacs", "add", "PACS1", "--organisation", "Demo Hospital"]
+    add = [
+        str(CLI),
+        "pacs",
+        "add",
+        "PACS1",
+        "--organisation",
+        "Demo Hospital",
+        "--new-organisation",
+    ]
     subprocess.run(add, env=env, check=True, capture_output=True)
 
 

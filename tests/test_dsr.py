@@ -568,7 +568,8 @@ def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_dsr_commands_take_an_access_request_to_its_package(tmp_path: Path) -> None:
     data, series = tmp_path / "var", tmp_path / "series"
     write_series(series, make_ct_series(2, rows=16, columns=16, seed=11, patient=ALICE))
-    assert run_cli(data, "case", "create", "CASE-CLI", "--organisation", "H").returncode == 0
+    new_org = ("--organisation", "H", "--new-organisation")
+    assert run_cli(data, "case", "create", "CASE-CLI", *new_org).returncode == 0
     assert run_cli(data, "ingest", str(series), "--case", "CASE-CLI").returncode == 0
     opened = run_cli(data, "dsr", "open", "--kind", "access", "--reference", "DSR-CLI-1")
     assert opened.returncode == 0, opened.stderr

@@ -531,6 +531,9 @@ class TestAccess:
         assert response.json()["error"] == "storage-unavailable"
 
 
+NEW_ORG_IT = ("--organisation", "IT", "--new-organisation")
+
+
 class TestMetricsTokenFromTheCli:
     def test_an_administrator_gets_a_token_once_and_its_creation_is_recorded(
         self, tmp_path: Path
@@ -540,7 +543,7 @@ class TestMetricsTokenFromTheCli:
         runner = CliRunner()
         made = runner.invoke(
             cli,
-            ["admin", "create-user", "ops@site.example", "--role", "admin", "--organisation", "IT"],
+            ["admin", "create-user", "ops@site.example", "--role", "admin", *NEW_ORG_IT],
             env=env,
         )
         assert made.exit_code == 0, made.output
@@ -564,7 +567,8 @@ class TestMetricsTokenFromTheCli:
         env = {"DICOM_VAULT_DATA_DIR": str(tmp_path / "data")}
         runner = CliRunner()
         args = ["admin", "create-user", "e@site.example", "--role", "engineer"]
-        assert runner.invoke(cli, [*args, "--organisation", "Maker"], env=env).exit_code == 0
+        args += ["--organisation", "Maker", "--new-organisation"]
+        assert runner.invoke(cli, args, env=env).exit_code == 0
         refused = runner.invoke(cli, ["admin", "metrics-token", "e@site.example"], env=env)
         assert refused.exit_code == 2
         assert "only an active admin holds metrics tokens" in refused.output

@@ -325,7 +325,8 @@ class TestCommandLine:
         self, tmp_path: Path
     ) -> None:
         data = tmp_path / "var"
-        run_cli(data, "case", "create", "CASE-9", "--organisation", "Demo Hospital")
+        new_org = ("--organisation", "Demo Hospital", "--new-organisation")
+        run_cli(data, "case", "create", "CASE-9", *new_org)
         placed = run_cli(data, "hold", "place", "--case", "CASE-9", "--reason", "LIT-9").stdout
         hold_id = placed.split()[2]
         listed = run_cli(data, "hold", "list").stdout

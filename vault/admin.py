@@ -6,6 +6,8 @@ caller records the access-log entry.
 
 from __future__ import annotations
 
+import difflib
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -27,6 +29,28 @@ def get_or_create_organisation(
     return organisation
 
 
+def organisation_named(session: Session, name: str) -> Organisation:
+    """The organisation called exactly ``name`` (surrounding blanks ignored).
+
+    Raises:
+        NotFound: none is; the message names up to three close matches, so
+            that a typo is not taken for a new organisation.
+    """
+    wanted = name.strip()
+    organisation = session.scalar(select(Organisation).where(Organisation.name == wanted))
+    if organisation is None:
+        raise NotFound(_no_such_organisation(session, wanted), reason="no-organisation")
+    return organisation
+
+
+def _no_such_organisation(session: Session, name: str) -> str:
+    """'no organisation named ...', with the close matches (case ignored), if any."""
+    names = {existing.lower(): existing for existing in session.scalars(select(Organisation.name))}
+    close = difflib.get_close_matches(name.lower(), list(names), n=3, cutoff=0.6)
+    hint = f" (close matches: {', '.join(names[c] for c in close)})" if close else ""
+    return f"no organisation named {name!r}{hint}"
+
+
 def create_case(session: Session, reference: str, organisation: Organisation) -> Case:
     """A new open case ``reference`` of ``organisation``.
 
@@ -46,6 +70,20 @@ def case_by_reference(session: Session, reference: str) -> Case:
     case = session.scalar(select(Case).where(Case.reference == reference))
     if case is None:
         raise NotFound("no such case")
+    return case
+
+
+def close_case(session: Session, case: Case) -> Case:
+    """Close ``case``: the receiver files no new push under it (they go to the
+    inbox), nor is an inbox study filed there; what it holds is kept.
+
+    Raises:
+        InvalidInput: the case is already closed.
+    """
+    if case.status != "open":
+        raise InvalidInput("this case is already closed")
+    case.status = "closed"
+    session.flush()
     return case
 
 

@@ -135,6 +135,7 @@ EVENT_KINDS: dict[str, EventKind] = {
     "case.read": EventKind(ORDER_RECORD, (), "R", lifecycle="6"),
     "case.list": EventKind(QUERY, (), "E", DESTINATION, SOURCE),
     "case.create": EventKind(ORDER_RECORD, (), "C", lifecycle="1"),
+    "case.close": EventKind(ORDER_RECORD, (), "U"),
     "study.file": _security(OBJECT_SECURITY_CHANGED, "U"),  # who may reach it changes
     # de-identification and re-identification
     "study.deidentify": EventKind(INSTANCES_ACCESSED, (), "C", lifecycle="7"),
@@ -171,6 +172,8 @@ EVENT_KINDS: dict[str, EventKind] = {
     "admin.pacs-disable": _security(NETWORK_CONFIGURATION, "U"),
     "admin.pacs-enable": _security(NETWORK_CONFIGURATION, "U"),
     "admin.view": EventKind(QUERY, (), "E", DESTINATION, SOURCE),
+    "admin.user-list": EventKind(QUERY, (), "E", DESTINATION, SOURCE),
+    "token.list": EventKind(QUERY, (), "E", DESTINATION, SOURCE),
     "token.create": _security(USER_SECURITY_CHANGED, "C"),
     "token.revoke": _security(USER_SECURITY_CHANGED, "D"),
     # data-subject requests (vault.dsr) and the breach register (vault.breaches)

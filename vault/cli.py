@@ -19,7 +19,13 @@ from vault.audit import AuditRecord
 from vault.auth.commands import admin_app
 from vault.backup_commands import backup_app, restore
 from vault.breach_commands import breach_app
-from vault.command_support import cli_settings
+from vault.case_commands import case_app
+from vault.command_support import (
+    NewOrganisationOption,
+    OrganisationOption,
+    cli_organisation,
+    cli_settings,
+)
 from vault.core import Vault, open_vault
 from vault.dsr_commands import dsr_app
 from vault.errors import VaultError
@@ -39,7 +45,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="dicom-vault: secure DICOM upload service and health-data vault.")
 keys_app = typer.Typer(help="Key-encryption keys: rotate and re-wrap.")
-case_app = typer.Typer(help="Cases (implant orders).")
 audit_app = typer.Typer(help="The access log.")
 pacs_app = typer.Typer(help="Hospital PACS allowed to send over DICOM.")
 retention_app = typer.Typer(help="Retention: erase studies whose time is up.")
@@ -201,19 +206,21 @@ def _echo_ready(processes: int) -> None:
 @pacs_app.command("add")
 def pacs_add(
     ae_title: str,
-    organisation: Annotated[str, typer.Option(help="Organisation name; created if new.")],
+    organisation: OrganisationOption,
     host: Annotated[
         str | None, typer.Option(help="Host (or host:port) for commitment reports.")
     ] = None,
     cert_sha256: Annotated[
         str | None, typer.Option(help="SHA-256 of the PACS's TLS client certificate.")
     ] = None,
+    new_organisation: NewOrganisationOption = False,
 ) -> None:
-    """Allow a hospital PACS (calling AE title) to send to the DICOM receiver."""
-    from vault.admin import get_or_create_organisation, register_pacs_node
+    """Allow a hospital PACS (calling AE title) of an existing organisation to send to the
+    DICOM receiver."""
+    from vault.admin import register_pacs_node
 
-    def add(session: Session) -> PacsNode:
-        org = get_or_create_organisation(session, organisation)
+    def add(vault: Vault, session: Session) -> PacsNode:
+        org = cli_organisation(vault, session, organisation, new=new_organisation)
         return register_pacs_node(session, ae_title, org, host=host, cert_sha256=cert_sha256)
 
     node = _change_pacs_node("pacs.add", add)
@@ -221,13 +228,15 @@ def pacs_add(
 
 
 def _change_pacs_node(
-    action: str, change: Callable[[Session], PacsNode], detail: dict[str, str] | None = None
+    action: str,
+    change: Callable[[Vault, Session], PacsNode],
+    detail: dict[str, str] | None = None,
 ) -> PacsNode:
     """Run ``change`` and record ``action`` on the node it returns, in one transaction."""
     vault = _vault()
     try:
         with vault.catalog.session() as session:
-            node = change(session)
+            node = change(vault, session)
             record = AuditRecord(
                 "cli", action, object_type="pacs_node", object_id=node.id, detail=detail or {}
             )
@@ -258,7 +267,8 @@ def pacs_list() -> None:
             )
     if not nodes:
         typer.echo(
-            "no PACS nodes (add one with: dicom-vault pacs add AE_TITLE --organisation NAME)"
+            "no PACS nodes (add one with: dicom-vault pacs add AE_TITLE --organisation NAME"
+            " [--new-organisation])"
         )
 
 
@@ -278,7 +288,7 @@ def _set_pacs_enabled(ae_title: str, *, enabled: bool) -> None:
     from vault.admin import set_pacs_node_enabled
 
     action = "pacs.enable" if enabled else "pacs.disable"
-    node = _change_pacs_node(action, lambda s: set_pacs_node_enabled(s, ae_title, enabled))
+    node = _change_pacs_node(action, lambda _, s: set_pacs_node_enabled(s, ae_title, enabled))
     typer.echo(f"PACS node {node.ae_title} {'enabled' if enabled else 'disabled'}")
 
 
@@ -301,62 +311,13 @@ def pacs_update(
     wanted = (("host", host is not None), ("cert", bool(cert_sha256) or clear_cert))
     changed = [name for name, given in wanted if given]
 
-    def update(session: Session) -> PacsNode:
+    def update(_: Vault, session: Session) -> PacsNode:
         return update_pacs_node(
             session, ae_title, host=host, cert_sha256=cert_sha256, clear_cert=clear_cert
         )
 
     node = _change_pacs_node("pacs.update", update, {"changed": ",".join(changed)})
     typer.echo(f"PACS node {node.ae_title} updated ({', '.join(changed) or 'nothing changed'})")
-
-
-@case_app.command("create")
-def case_create(
-    reference: str,
-    organisation: Annotated[str, typer.Option(help="Organisation name; created if new.")],
-) -> None:
-    """Create a case (implant order) of an organisation."""
-    from vault.admin import create_case, get_or_create_organisation
-
-    vault = _vault()
-    try:
-        with vault.catalog.session() as session:
-            org = get_or_create_organisation(session, organisation)
-            case = create_case(session, reference, org)
-            vault.audit.record(
-                AuditRecord("cli", "case.create", object_type="case", object_id=case.id),
-                session=session,
-            )
-    except VaultError as exc:
-        raise _fail(exc) from exc
-    typer.echo(f"case {reference} created ({case.id})")
-
-
-@case_app.command("file")
-def case_file(
-    study: Annotated[str, typer.Argument(help="Internal study id, shown '(inbox)' by `list`.")],
-    case: Annotated[str, typer.Option("--case", help="Reference of the case to file it under.")],
-) -> None:
-    """File a study the DICOM receiver matched to no case (the inbox) under a case."""
-    from vault.admin import case_by_reference, file_study
-
-    vault = _vault()
-    try:
-        with vault.catalog.session() as session:
-            target = case_by_reference(session, case)
-            one_patient = vault.settings.policy.one_patient_per_case
-            file_study(session, study, target, one_patient_per_case=one_patient)
-            record = AuditRecord(
-                "cli",
-                "study.file",
-                object_type="study",
-                object_id=study,
-                detail={"case": target.id},
-            )
-            vault.audit.record(record, session=session)
-    except VaultError as exc:
-        raise _fail(exc) from exc
-    typer.echo(f"study {study} filed under case {case}")
 
 
 @app.command()

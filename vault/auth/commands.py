@@ -1,4 +1,5 @@
-"""The ``dicom-vault admin`` commands: users, password links, assignments, tokens.
+"""The ``dicom-vault admin`` commands: users, password links, assignments, tokens,
+and the listings of organisations, users and tokens (:mod:`vault.auth.list_commands`).
 
 Tokens are an engineer's (``create-token``, scope ``read:pseudonymised``) or
 an administrator's for a Prometheus scraper (``metrics-token``, scope
@@ -21,14 +22,25 @@ from sqlalchemy.orm import Session
 from vault import admin
 from vault.audit import AuditRecord, DetailValue
 from vault.auth.links import base_url, link_url
+from vault.auth.list_commands import list_organisations, list_tokens, list_users
 from vault.auth.login import Authenticator
 from vault.auth.permissions import CaseAction, Principal, can_access_case
 from vault.catalog.accounts import User
-from vault.command_support import cli_settings
+from vault.command_support import (
+    NewOrganisationOption,
+    OrganisationOption,
+    cli_organisation,
+    cli_settings,
+)
 from vault.core import Vault, open_vault
 from vault.errors import InvalidInput, VaultError
 
-admin_app = typer.Typer(help="Accounts: users, password links, case assignments, API tokens.")
+admin_app = typer.Typer(
+    help="Accounts: organisations, users, password links, case assignments, API tokens."
+)
+admin_app.command("list-organisations")(list_organisations)
+admin_app.command("list-users")(list_users)
+admin_app.command("list-tokens")(list_tokens)
 
 
 def _open() -> tuple[Vault, Authenticator]:
@@ -57,18 +69,20 @@ def _record(
 def create_user(
     email: str,
     role: Annotated[str, typer.Option(help="clinician, engineer, dpo or admin.")],
-    organisation: Annotated[str, typer.Option(help="Organisation name; created if new.")],
+    organisation: OrganisationOption,
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
+    new_organisation: NewOrganisationOption = False,
 ) -> None:
-    """Create a user and print a one-time link to set a password and enrol TOTP."""
+    """Create a user of an existing organisation and print a one-time link to set a
+    password and enrol TOTP."""
     vault, auth = _open()
     try:
         password_hash = auth.passwords.hash(_read_password()) if password_stdin else None
         kind = "hospital" if role == "clinician" else "manufacturer"
         with vault.catalog.session() as session:
-            org = admin.get_or_create_organisation(session, organisation, kind=kind)
+            org = cli_organisation(vault, session, organisation, new=new_organisation, kind=kind)
             user = admin.create_user(session, email, role, org, password_hash=password_hash)
             token = None if password_stdin else auth.links.issue(session, user.id, "invite")
             _record(vault, session, "admin.user-create", "user", user.id)
