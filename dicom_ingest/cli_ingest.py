@@ -11,7 +11,7 @@ from dicom_ingest.sources import ZipLimits, iter_sources
 from dicom_ingest.validation import ValidationPolicy
 from vault.admin import case_by_reference
 from vault.core import Vault
-from vault.errors import PolicyRefused, VaultError
+from vault.errors import CaseClosed, VaultError
 
 
 @dataclass
@@ -41,7 +41,7 @@ def ingest_paths(
     with vault.catalog.session() as session:
         case = case_by_reference(session, case_reference)
         if case.status != "open":
-            raise PolicyRefused("this case is not open")
+            raise CaseClosed("this case is not open")
         origin = IngestOrigin("cli", "cli", case.organisation_id, case.id)
     pipeline = IngestPipeline(vault, ValidationPolicy.from_settings(vault.settings.policy))
     summary = IngestSummary()

@@ -57,7 +57,7 @@ from vault.auth.permissions import CaseAction, Principal, can_access_case
 from vault.catalog.models import Case, new_id
 from vault.catalog.uploads import Upload, UploadFile, upload_study_ids
 from vault.core import Vault
-from vault.errors import BadRequest, NotFound, OffsetMismatch, UploadClosed
+from vault.errors import BadRequest, CaseClosed, NotFound, OffsetMismatch, UploadClosed
 from vault.settle import StudySettledHooks
 
 __all__ = [
@@ -112,6 +112,8 @@ class Uploads:
                 principal, case_id, CaseAction.UPLOAD, session=session
             ):
                 raise NotFound("no such case")
+            if case.status != "open":
+                raise CaseClosed("this case is closed and takes no new uploads")
             now = self._vault.clock.now()
             upload = Upload(
                 case_id=case_id,

@@ -40,7 +40,8 @@ from tests.upload_support import (
     upload_world,
     zip_bytes,
 )
-from vault.catalog.models import Instance
+from vault.admin import close_case
+from vault.catalog.models import Case, Instance
 from vault.catalog.uploads import Upload, UploadFile, UploadInstance
 from vault.core import Vault
 from vault.reader import open_instance
@@ -97,6 +98,20 @@ def write_transactions(vault: Vault, action: Callable[[], object]) -> int:
 def file_offset(world: UploadWorld, file_id: str) -> int:
     with world.vault.catalog.read_session() as session:
         return session.get(UploadFile, file_id).offset
+
+
+class TestClosedCases:
+    def test_a_closed_case_takes_no_new_upload(
+        self, world: UploadWorld, uploader: Uploader
+    ) -> None:
+        with world.vault.catalog.session() as session:
+            close_case(session, session.get(Case, world.case_id))
+        headers = uploader.cookie | uploader.csrf
+        response = uploader.client.post(
+            "/api/uploads", json={"case_id": world.case_id}, headers=headers
+        )
+        assert response.status_code == 409
+        assert response.json()["error"] == "case-closed"
 
 
 class TestTusProtocol:

@@ -161,6 +161,12 @@ class OffsetMismatch(VaultError):
     reason = "offset-mismatch"
 
 
+class CaseClosed(VaultError):
+    """The case is closed: it takes no new upload or file (what it holds is kept)."""
+
+    reason = "case-closed"
+
+
 class UploadClosed(VaultError):
     """The upload (or the file) is finished and takes no more bytes."""
 
@@ -248,6 +254,7 @@ _STATUS_TABLE: tuple[tuple[type[Exception], int, int], ...] = (
     (UnsupportedMediaType, 415, 0x0110),
     (OffsetMismatch, 409, 0x0110),
     (UploadClosed, 409, 0x0110),
+    (CaseClosed, 409, 0x0110),
     (ProtocolVersionUnsupported, 412, 0x0110),
     (NotFound, 404, 0x0110),
     (NotAuthenticated, 401, 0x0124),
