@@ -133,7 +133,7 @@ def _position_gaps(series_id: str, steps: np.ndarray, step: float) -> list[Summa
             f"{missing} slice{'s' if missing != 1 else ''} seem{'' if missing != 1 else 's'} "
             f"to be missing: slices are {_mm(step)} mm apart, but {len(jumps)} "
             f"gap{'s' if len(jumps) != 1 else ''} of up to {_mm(float(jumps.max()))} mm "
-            "were found."
+            f"{'were' if len(jumps) != 1 else 'was'} found."
         )
         return [SummaryWarning("slice-gap", series_id, message)]
     if float(np.abs(steps - step).max()) > IRREGULAR_FRACTION * step:

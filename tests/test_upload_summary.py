@@ -131,7 +131,7 @@ class TestGaps:
         [warning] = summary.warnings  # the instance-number hole is the same gap
         assert warning.code == "slice-gap"
         assert warning.message.startswith("2 slices seem to be missing")
-        assert "1 gap of up to 3 mm" in warning.message
+        assert "1 gap of up to 3 mm was found." in warning.message
 
     def test_irregular_spacing_is_warned_about(self, embedded_case: CaseContext) -> None:
         datasets = list(make_ct_series(10, **SMALL))
