@@ -290,4 +290,5 @@ class TestEveryRoleNeedsTheSecondFactor:
         assert post_login(auth_world.client, account.email, PASSWORD).status_code == 303
         for path in ("/", "/admin", "/account/tokens"):
             response = auth_world.client.get(path, follow_redirects=False)
-            assert (response.status_code, response.headers.get("location")) == (303, "/login")
+            expected = f"/login?next={path}" if path == "/account/tokens" else "/login"
+            assert (response.status_code, response.headers.get("location")) == (303, expected)

@@ -8,9 +8,11 @@ token, checked by :mod:`vault.auth.guard`.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from markupsafe import Markup
@@ -37,6 +39,30 @@ def _nonce_cookie(request: Request) -> str:
 
 SecondFactor = Annotated[Principal, Depends(require(Permission.SECOND_FACTOR, page=True))]
 Account = Annotated[Principal, Depends(require(Permission.ACCOUNT, page=True))]
+
+# The pages a login may lead back to (``next``): same-site paths only, of
+# known pages; a case page carries the case id (never PHI) and nothing else.
+_NEXT_PAGES = re.compile(r"/(?:upload|engineer|account/tokens|cases/[0-9a-f]{32}/upload)?")
+NextQuery = Annotated[str, Query(alias="next", max_length=200)]
+NextForm = Annotated[str, Form(alias="next", max_length=200)]
+
+
+def safe_next(value: str | None) -> str:
+    """``value`` if it is a relative path of a known page, else "" (go home).
+
+    Strict: one leading ``/`` (no ``//`` host, no scheme, no backslash), no
+    query or fragment, and only the page paths of :data:`_NEXT_PAGES`."""
+    if not value or not value.startswith("/") or value.startswith("//"):
+        return ""
+    if any(char in value for char in "\\:?#%@") or not _NEXT_PAGES.fullmatch(value):
+        return ""
+    return value
+
+
+def _with_next(path: str, next_page: str) -> str:
+    """``path`` carrying ``next_page`` (already checked) as its query, if any."""
+    return f"{path}?next={quote(next_page, safe='/')}" if next_page and next_page != "/" else path
+
 
 _REFUSALS = {
     "credentials": ("E-mail or password not accepted.", 401),
@@ -76,8 +102,8 @@ def _redirect(request: Request, to: str, cookie: str | None = None) -> RedirectR
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request) -> Response:
-    return _with_nonce(request, "login.html")
+def login_page(request: Request, next_page: NextQuery = "") -> Response:
+    return _with_nonce(request, "login.html", next_page=safe_next(next_page))
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -86,71 +112,92 @@ def login(
     email: Annotated[str, Form(max_length=254)],
     password: Annotated[str, Form(max_length=1024)],
     form_nonce: Annotated[str, Form(max_length=128)] = "",
+    next_page: NextForm = "",
 ) -> Response:
+    back = safe_next(next_page)
     if not _nonce_ok(request, form_nonce):
-        return _with_nonce(request, "login.html", status_code=403, error="Reload and try again.")
+        return _with_nonce(
+            request, "login.html", status_code=403, error="Reload and try again.", next_page=back
+        )
     outcome = authenticator(request).password_step(email, password, remote_of(request))
     if outcome.cookie is None:
-        return _refused(request, outcome, "login.html")
-    next_page = "/enrol" if outcome.stage == "enrol" else "/login/totp"
-    return _redirect(request, next_page, outcome.cookie)
+        return _refused(request, outcome, "login.html", back)
+    step = "/enrol" if outcome.stage == "enrol" else "/login/totp"
+    return _redirect(request, _with_next(step, back), outcome.cookie)
 
 
-def _refused(request: Request, outcome: Outcome, page: str) -> Response:
+def _refused(request: Request, outcome: Outcome, page: str, back: str = "") -> Response:
     if outcome.refusal == "expired":
-        return _redirect(request, "/login")
+        return _redirect(request, _with_next("/login", back))
     message, status = _REFUSALS[outcome.refusal or "credentials"]
     if page == "login.html":
-        return _with_nonce(request, page, status_code=status, error=message)
-    return render(request, page, status_code=status, error=message)
+        return _with_nonce(request, page, status_code=status, error=message, next_page=back)
+    return render(request, page, status_code=status, error=message, next_page=back)
 
 
 @router.get("/login/totp", response_class=HTMLResponse)
-def totp_page(request: Request, principal: SecondFactor) -> Response:
+def totp_page(request: Request, principal: SecondFactor, next_page: NextQuery = "") -> Response:
+    back = safe_next(next_page)
     if principal.stage == "enrol":
-        return _redirect(request, "/enrol")
-    return render(request, "totp.html")
+        return _redirect(request, _with_next("/enrol", back))
+    return render(request, "totp.html", next_page=back)
 
 
 @router.post("/login/totp", response_class=HTMLResponse)
 def totp_submit(
-    request: Request, principal: SecondFactor, code: Annotated[str, Form(max_length=16)]
+    request: Request,
+    principal: SecondFactor,
+    code: Annotated[str, Form(max_length=16)],
+    next_page: NextForm = "",
 ) -> Response:
+    back = safe_next(next_page)
     cookie = session_cookie(request) or ""
     outcome = authenticator(request).totp_step(cookie, code, remote_of(request))
     if outcome.cookie is None:
-        return _refused(request, outcome, "totp.html")
-    return _redirect(request, "/", outcome.cookie)
+        return _refused(request, outcome, "totp.html", back)
+    return _redirect(request, back or "/", outcome.cookie)
 
 
 @router.get("/enrol", response_class=HTMLResponse)
-def enrol_page(request: Request, principal: SecondFactor) -> Response:
-    return _enrol_form(request)
+def enrol_page(request: Request, principal: SecondFactor, next_page: NextQuery = "") -> Response:
+    return _enrol_form(request, back=safe_next(next_page))
 
 
-def _enrol_form(request: Request, *, status_code: int = 200, error: str | None = None) -> Response:
+def _enrol_form(
+    request: Request, *, status_code: int = 200, error: str | None = None, back: str = ""
+) -> Response:
     enrolment = authenticator(request).enrolment(session_cookie(request) or "")
     if enrolment is None:
-        return _redirect(request, "/login")
+        return _redirect(request, _with_next("/login", back))
     grouped = " ".join(enrolment.secret[i : i + 4] for i in range(0, len(enrolment.secret), 4))
     qr = Markup(totp.qr_svg(enrolment.uri))  # noqa: S704 (SVG made here from our own URI)
     return render(
-        request, "enrol.html", status_code=status_code, error=error, qr_svg=qr, secret=grouped
+        request,
+        "enrol.html",
+        status_code=status_code,
+        error=error,
+        qr_svg=qr,
+        secret=grouped,
+        next_page=back,
     )
 
 
 @router.post("/enrol", response_class=HTMLResponse)
 def enrol_submit(
-    request: Request, principal: SecondFactor, code: Annotated[str, Form(max_length=16)]
+    request: Request,
+    principal: SecondFactor,
+    code: Annotated[str, Form(max_length=16)],
+    next_page: NextForm = "",
 ) -> Response:
+    back = safe_next(next_page)
     cookie = session_cookie(request) or ""
     outcome = authenticator(request).confirm_enrolment(cookie, code, remote_of(request))
     if outcome.cookie is not None:
-        return _redirect(request, "/", outcome.cookie)
+        return _redirect(request, back or "/", outcome.cookie)
     if outcome.refusal == "expired":
-        return _redirect(request, "/login")
+        return _redirect(request, _with_next("/login", back))
     message, status = _REFUSALS[outcome.refusal or "code"]
-    return _enrol_form(request, status_code=status, error=message)
+    return _enrol_form(request, status_code=status, error=message, back=back)
 
 
 @router.get("/set-password", response_class=HTMLResponse)
@@ -212,8 +259,11 @@ def _end_session(request: Request, principal: Principal) -> Response:
     return response
 
 
-def _to_login(_request: Request, _exc: Exception) -> Response:
-    return RedirectResponse("/login", status_code=303)
+def _to_login(request: Request, _exc: Exception) -> Response:
+    """To the login page, which leads back to the page asked for (a known
+    page only, by its path: a case page carries its case id, no PHI)."""
+    back = safe_next(request.url.path) if request.method == "GET" else ""
+    return RedirectResponse(_with_next("/login", back), status_code=303)
 
 
 def install_accounts(app: FastAPI) -> None:
