@@ -18,12 +18,15 @@ from __future__ import annotations
 import base64
 import json
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 
+from dicom_ingest._synthetic_phi import SyntheticPatient
 from dicom_ingest.synthetic import encode, make_ct_series, write_series
 from tests.browser_upload_support import (
     CHUNK,
@@ -413,15 +416,16 @@ class TestUploadPageWhenThingsGoWrong:
 
         assert gone.name in row.inner_text()
         assert "can no longer be read" in row.inner_text()
-        refused = page.inner_text("#refused-list")  # type: ignore[attr-defined]
-        assert gone.name in refused and "can no longer be read" in refused
+        not_sent = page.inner_text("#not-sent-list")  # type: ignore[attr-defined]
+        assert gone.name in not_sent and "can no longer be read" in not_sent
+        assert page.is_hidden("#refused-panel")  # type: ignore[attr-defined]
         assert page.is_hidden("#network-note")  # type: ignore[attr-defined]
         assert stored_counts(world) == (1, 0)
         assert kept.exists()
         # the summary does not say all is well: one file of the scan never arrived
         warning = page.wait_for_selector("#warnings li[data-code=not-sent]")  # type: ignore[attr-defined]
         assert "1 file was not sent" in warning.inner_text()
-        assert "1 warning" in page.inner_text("#summary-verdict")  # type: ignore[attr-defined]
+        assert "1 file not sent" in page.inner_text("#summary-verdict")  # type: ignore[attr-defined]
         # completing asks first (the page's own handler accepts; this one listens)
         asked: list[str] = []
         page.on("dialog", lambda dialog: asked.append(dialog.message))  # type: ignore[attr-defined]
@@ -461,3 +465,206 @@ class TestUploadPageWhenThingsGoWrong:
         page.click("#complete")  # type: ignore[attr-defined]
         page.wait_for_selector("#uploader[data-upload-state=complete]", state="attached")  # type: ignore[attr-defined]
         assert asked == []  # nothing left unsent: no question
+
+
+# ---- the page tells the truth about what arrived ------------------------------
+
+
+def _small_series(folder: Path, count: int, **kwargs: object) -> Path:
+    write_series(folder, make_ct_series(count, rows=64, columns=64, **kwargs))  # type: ignore[arg-type]
+    return folder
+
+
+def _wait_settled(page: object, total: int, seconds: float = 30.0) -> None:
+    page.wait_for_function(  # type: ignore[attr-defined]
+        f"() => Number({PANEL}.filesTotal) === {total} && {PANEL}.filesDone === {PANEL}.filesTotal",
+        timeout=seconds * 1000,
+    )
+
+
+def _verdict(page: object) -> str:
+    page.wait_for_selector("#summary-panel", state="visible")  # type: ignore[attr-defined]
+    page.wait_for_function("() => document.getElementById('summary-verdict').textContent !== ''")  # type: ignore[attr-defined]
+    return page.inner_text("#summary-verdict")  # type: ignore[attr-defined]
+
+
+def _log_in_at(page: object, world: World) -> None:
+    """The login form reached from a link: password and code, wherever it leads."""
+    page.fill("#email", world.email)  # type: ignore[attr-defined]
+    page.fill("#password", PASSWORD)  # type: ignore[attr-defined]
+    page.click("#login")  # type: ignore[attr-defined]
+    page.wait_for_selector("#code")  # type: ignore[attr-defined]
+    # the next step's code (one step of tolerance): this step's was used at the first login
+    code = pyotp.TOTP(world.totp_secret).at(time.time() + 30)
+    page.fill("#code", code)  # type: ignore[attr-defined]
+    page.click("#verify")  # type: ignore[attr-defined]
+
+
+class TestUploadPageTellsWhatDidNotArrive:
+    def test_after_a_reload_mid_upload_the_page_says_it_was_interrupted_and_completing_waits(
+        self, world: World, browser: object, tmp_path: Path
+    ) -> None:
+        folder = _small_series(tmp_path / "ct", 12, seed=21)
+        page = _open_upload_page(browser, world)
+        created: list[str] = []
+
+        def cut_after_five(route: object) -> None:
+            if route.request.method == "POST":  # type: ignore[attr-defined]
+                created.append("POST")
+                if len(created) > 5:
+                    route.abort("connectionrefused")  # type: ignore[attr-defined]
+                    return
+            route.continue_()  # type: ignore[attr-defined]
+
+        page.route("**/api/uploads/*/files", cut_after_five)  # type: ignore[attr-defined]
+        page.set_input_files("#pick-folder", str(folder))  # type: ignore[attr-defined]
+        page.wait_for_function(f"() => Number({PANEL}.filesReceived) >= 5")  # type: ignore[attr-defined]
+        page.reload()  # type: ignore[attr-defined]
+        page.unroute("**/api/uploads/*/files")  # type: ignore[attr-defined]
+        _wait_ready(page)
+        note = page.wait_for_selector("#resume-note", state="visible")  # type: ignore[attr-defined]
+        verdict = _verdict(page)
+        _shot(page, "8-interrupted")
+
+        assert "interrupted" in note.inner_text() and "may be missing" in note.inner_text()
+        green = "rgb(218, 251, 225)"  # the success notice
+        assert note.evaluate("n => getComputedStyle(n).backgroundColor") != green
+        assert "No problem found" not in verdict and "interrupted" in verdict
+        assert page.is_visible("#warnings li[data-code=interrupted]")  # type: ignore[attr-defined]
+        assert "may be incomplete" in page.inner_text("#warnings")  # type: ignore[attr-defined]
+        assert page.is_disabled("#complete")  # type: ignore[attr-defined]
+        assert pseudonymised_states(world) == ["None"]  # nothing handed on
+
+        # chosen again: the rest arrives, the warning goes, completing asks nothing
+        page.set_input_files("#pick-folder", str(folder))  # type: ignore[attr-defined]
+        _wait_settled(page, 12)
+        page.wait_for_selector("#complete:enabled")  # type: ignore[attr-defined]
+        assert "No problem found" in _verdict(page)
+        asked: list[str] = []
+        page.on("dialog", lambda dialog: asked.append(dialog.message))  # type: ignore[attr-defined]
+        page.click("#complete")  # type: ignore[attr-defined]
+        page.wait_for_selector("#uploader[data-upload-state=complete]", state="attached")  # type: ignore[attr-defined]
+        assert asked == []
+        assert stored_counts(world)[0] == 12
+
+    def test_files_refused_for_one_reason_are_counted_in_the_verdict_and_grouped(
+        self, world: World, browser: object, tmp_path: Path
+    ) -> None:
+        ours = _small_series(tmp_path / "ours", 5, seed=22)
+        other = SyntheticPatient(family_name="Otherly", patient_id="OTH0000001")
+        theirs = _small_series(tmp_path / "theirs", 4, seed=23, patient=other)
+        page = _open_upload_page(browser, world)
+        page.set_input_files("#pick-folder", str(ours))  # type: ignore[attr-defined]
+        _wait_settled(page, 5)
+        page.set_input_files("#pick-folder", str(theirs))  # type: ignore[attr-defined]
+        _wait_settled(page, 9)
+        page.wait_for_function(
+            "() => document.getElementById('summary-verdict').textContent.includes('not accepted')"
+        )  # type: ignore[attr-defined]
+        verdict = _verdict(page)
+        _shot(page, "9-two-patients")
+
+        assert "No problem found" not in verdict
+        assert "4 files not accepted, see below" in verdict
+        overall = page.inner_text("#overall-text")  # type: ignore[attr-defined]
+        assert "5 received" in overall and "4 not accepted" in overall
+        lines = page.locator("#refused-list > li")  # type: ignore[attr-defined]
+        assert lines.count() == 1
+        assert lines.first.inner_text().startswith(
+            "4 files: this case already holds a study of another patient"
+        )
+        assert page.is_hidden("#not-sent-panel")  # type: ignore[attr-defined]
+        assert page.is_enabled("#complete")  # type: ignore[attr-defined]
+
+    def test_a_zip_refused_whole_is_a_problem_and_leaves_nothing_to_complete(
+        self, world: World, browser: object, tmp_path: Path
+    ) -> None:
+        archive = tmp_path / "letters.zip"
+        with zipfile.ZipFile(archive, "w") as writer:
+            writer.writestr("referral.txt", "please make a knee implant\n")
+            writer.writestr("consent.txt", "signed\n")
+        page = _open_upload_page(browser, world)
+        _drop(page, archive)
+        _wait_settled(page, 1)
+        verdict = _verdict(page)
+        _shot(page, "10-zip-refused")
+
+        assert "No problem found" not in verdict
+        assert verdict.startswith("No images have been stored yet")
+        assert "not accepted" in verdict
+        assert page.is_disabled("#complete")  # type: ignore[attr-defined]
+        refused = page.inner_text("#refused-list")  # type: ignore[attr-defined]
+        assert "not a scan image (DICOM) file" in refused  # plain words, not the API's
+        assert "preamble" not in refused
+
+    def test_when_the_session_ends_sending_stops_and_one_note_leads_back_through_the_login(
+        self, world: World, browser: object, tmp_path: Path
+    ) -> None:
+        folder = _small_series(tmp_path / "ct", 40, seed=24)
+        page = _open_upload_page(browser, world)
+        context = page.context  # type: ignore[attr-defined]
+        created: list[str] = []
+
+        def expire_after_six(route: object) -> None:
+            if route.request.method == "POST":  # type: ignore[attr-defined]
+                created.append("POST")
+                if len(created) == 6:
+                    context.clear_cookies()  # the session is gone from here on
+            route.continue_()  # type: ignore[attr-defined]
+
+        page.route("**/api/uploads/*/files", expire_after_six)  # type: ignore[attr-defined]
+        page.set_input_files("#pick-folder", str(folder))  # type: ignore[attr-defined]
+        _wait_settled(page, 40)
+        note = page.wait_for_selector("#session-note", state="visible")  # type: ignore[attr-defined]
+        _shot(page, "11-session-ended")
+
+        refused_401 = [r for r in world.responses if r[1] == "POST" and r[3] in (401, 403)]
+        assert 1 <= len(refused_401) <= 4  # only the files in flight; the queue stopped
+        not_sent = _panel(page, "filesNotSent")
+        assert not_sent >= 30
+        assert f"{not_sent} files were not sent" in note.inner_text()
+        lines = page.locator("#not-sent-list > li")  # type: ignore[attr-defined]
+        assert lines.count() == 1  # one line, not one per file
+        assert lines.first.inner_text().startswith(f"{not_sent} files: your session ended")
+        assert page.is_hidden("#refused-panel")  # type: ignore[attr-defined]
+        assert page.eval_on_selector("#overall-bar", "bar => bar.value") < 1  # type: ignore[attr-defined]
+        assert page.is_disabled("#complete")  # type: ignore[attr-defined]
+
+        page.unroute("**/api/uploads/*/files")  # type: ignore[attr-defined]
+        page.click("#login-again")  # type: ignore[attr-defined]
+        page.wait_for_url(f"{world.server.url}/login?next=/cases/{world.case_id}/upload")  # type: ignore[attr-defined]
+        _log_in_at(page, world)
+        page.wait_for_url(f"{world.server.url}/cases/{world.case_id}/upload")  # type: ignore[attr-defined]
+        _wait_ready(page)
+        page.set_input_files("#pick-folder", str(folder))  # type: ignore[attr-defined]
+        _wait_settled(page, 40)
+        assert _panel(page, "filesReceived") == 40
+        assert stored_counts(world)[0] == 40
+
+
+class TestUploadPageForKeyboardAndScreenReaders:
+    def test_the_pickers_show_keyboard_focus_and_the_verdict_is_announced_and_focused(
+        self, world: World, browser: object, tmp_path: Path
+    ) -> None:
+        page = _open_upload_page(browser, world)
+        for _ in range(20):
+            page.keyboard.press("Tab")  # type: ignore[attr-defined]
+            if page.evaluate("document.activeElement.id") == "pick-folder":  # type: ignore[attr-defined]
+                break
+        outline = page.eval_on_selector(  # type: ignore[attr-defined]
+            "label[for=pick-folder]", "l => getComputedStyle(l).outlineStyle"
+        )
+        assert outline == "solid"
+        _shot(page, "12-focus-on-folder-picker")
+
+        assert page.get_attribute("#overall-bar", "aria-label")  # type: ignore[attr-defined]
+        assert page.get_attribute("#overall-text", "aria-live") is None  # type: ignore[attr-defined]
+        page.set_input_files("#pick-folder", str(_small_series(tmp_path / "ct", 3, seed=25)))  # type: ignore[attr-defined]
+        _wait_settled(page, 3)
+        page.wait_for_function("() => document.activeElement.id === 'summary-heading'")  # type: ignore[attr-defined]
+        status = page.inner_text("#overall-status")  # type: ignore[attr-defined]
+        assert status.startswith("All files done.") and "No problem found" in status
+        labels = page.eval_on_selector_all(  # type: ignore[attr-defined]
+            "#file-rows progress", "bars => bars.map((b) => b.getAttribute('aria-label'))"
+        )
+        assert len(labels) == 3 and all(label.startswith("Progress of ") for label in labels)

@@ -142,6 +142,19 @@ class TestPages:
         assert f'href="/cases/{world.case_id}/upload"' in page.text
         assert elsewhere not in page.text
 
+    def test_the_home_page_links_each_open_case_to_its_upload_page(
+        self, world: UploadWorld
+    ) -> None:
+        page = world.uploader().get("/")
+        assert page.status_code == 200
+        assert f'href="/cases/{world.case_id}/upload"' in page.text
+
+    def test_the_case_page_links_back_through_the_login_when_the_session_ends(
+        self, world: UploadWorld
+    ) -> None:
+        page = world.uploader().get(f"/cases/{world.case_id}/upload")
+        assert f'href="/login?next=/cases/{world.case_id}/upload"' in page.text
+
     def test_the_case_page_carries_its_settings_and_loads_only_local_scripts(
         self, world: UploadWorld
     ) -> None:

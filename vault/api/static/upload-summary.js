@@ -54,8 +54,25 @@ function warningItem(warning) {
   return item;
 }
 
+// The first line of the summary: what needs a look, counted; never "no
+// problem" while files were refused or not sent or nothing was stored.
+function verdictOf(summary, own) {
+  const problems = own.map((warning) => warning.verdict || warning.message);
+  const count = summary.warnings.length;
+  if (count) problems.push(`${count} warning${count === 1 ? "" : "s"}`);
+  const listed = problems.join("; ");
+  const said = listed ? listed[0].toUpperCase() + listed.slice(1) : "";
+  if (!summary.series.length) {
+    return `No images have been stored yet: there is nothing to mark complete.${said ? ` ${said}.` : ""}`;
+  }
+  return said
+    ? `${said}: please check before marking the upload complete.`
+    : "No problem found in the series received.";
+}
+
 // Fill #summary-panel from a summary answer of the API; ``own`` are the page's
-// own warnings ({code, message}), about files the server never received.
+// own warnings ({code, message, verdict}), about files the server refused or
+// never received and an upload interrupted by a reload.
 export function renderSummary(summary, own = []) {
   const panel = document.getElementById("summary-panel");
   const general = document.getElementById("warnings");
@@ -67,9 +84,9 @@ export function renderSummary(summary, own = []) {
   }
   for (const series of summary.series) grid.appendChild(seriesCard(series, summary.warnings));
   if (!summary.series.length) grid.appendChild(element("p", "", "No images have been stored yet."));
-  const count = own.length + summary.warnings.length;
-  document.getElementById("summary-verdict").textContent = count
-    ? `${count} warning${count === 1 ? "" : "s"}: please check before marking the upload complete.`
-    : "No problem found in the series received.";
+  const verdict = document.getElementById("summary-verdict");
+  verdict.textContent = verdictOf(summary, own);
+  const fine = summary.series.length && !own.length && !summary.warnings.length;
+  verdict.className = fine ? "" : "problem";
   panel.hidden = false;
 }

@@ -6,7 +6,7 @@
 "use strict";
 
 import { fromDrop, fromInput, kindOf } from "./upload-files.js";
-import { FINISHED, Speed, addRow, dropRow, listRefusal, renderProgress } from "./upload-progress.js";
+import { FINISHED, Speed, addRow, dropRow, renderProgress, renderRefusals, tally } from "./upload-progress.js";
 import { Memory, fingerprint } from "./upload-store.js";
 import { renderSummary } from "./upload-summary.js";
 import { TusError, TusUpload, errorOf, send } from "./upload-tus.js";
@@ -21,7 +21,11 @@ const config = {
 };
 const $ = (id) => document.getElementById(id);
 const memory = new Memory(config.caseId);
-const upload = { id: null, creating: null, complete: false };
+// interrupted: a remembered upload found after a reload, its files not chosen again yet
+const upload = { id: null, creating: null, complete: false, interrupted: false };
+// ended: the server answered 401/403 (the session expired or was ended): nothing more is sent
+const session = { ended: false };
+const SESSION_ENDED = "your session ended before this file was sent";
 const jobs = [];
 const seen = new Set();
 const queue = [];
@@ -31,6 +35,8 @@ const speed = new Speed();
 let renderPending = false;
 let retryingJobs = 0;
 let retryingCalls = 0;
+let refusalsChanged = false;
+let focusVerdict = false;
 
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -46,6 +52,7 @@ async function api(method, url, body) {
         if (body !== undefined) headers["Content-Type"] = "application/json";
         const response = await send(method, url, { headers, body: body === undefined ? null : JSON.stringify(body) });
         if (response.status >= 200 && response.status < 300) return response.json();
+        if (response.status === 401 || response.status === 403) sessionEnded();
         throw errorOf(response, "the server refused the request");
       } catch (error) {
         if (!(error instanceof TusError) || !error.retryable || attempt >= 8) throw error;
@@ -100,7 +107,9 @@ async function resumeRemembered() {
     $("resume-count").textContent = String(known.files.stored + known.files.duplicate);
     $("resume-note").hidden = false;
     if (!jobs.length) {
-      $("complete").disabled = false;
+      // Files may be missing: completing waits until they are chosen again.
+      upload.interrupted = true;
+      $("complete").disabled = true;
       showSummary();
     }
   } catch (error) {
@@ -114,6 +123,10 @@ const NOTHING = new Blob([]);
 const UNREADABLE = "this could not be read from your computer: choose the folder or files with the buttons instead";
 
 async function addFiles(found) {
+  if (session.ended) {
+    $("session-note").focus(); // log in again first: this page can send nothing more
+    return;
+  }
   found.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   for (const { file, path, unreadable } of found) {
     if (unreadable) {
@@ -136,6 +149,7 @@ async function addFiles(found) {
       queue.push(job);
     }
   }
+  if (found.length) upload.interrupted = false;
   $("progress-panel").hidden = false;
   $("complete").disabled = true;
   pump();
@@ -150,6 +164,7 @@ function forgetNotSent(path) {
     if (jobs[i].path === path && jobs[i].state === "failed") {
       dropRow(jobs[i]);
       jobs.splice(i, 1);
+      refusalsChanged = true;
     }
   }
 }
@@ -167,6 +182,7 @@ function pump() {
 }
 
 async function run(job) {
+  if (session.ended) return notSentAfterLogout(job);
   try {
     await ensureUpload();
   } catch (error) {
@@ -234,18 +250,39 @@ async function settle(job, url) {
 function fail(job, error) {
   retrying(job, null);
   const status = error instanceof TusError ? error.status : 0;
-  const refused = status >= 400 && status < 500 && status !== 401 && status !== 403;
-  job.detail = status === 401 || status === 403
-    ? "your session has ended: log in again, then select the files again"
-    : error.message || "unknown error";
+  if (status === 401 || status === 403) {
+    sessionEnded();
+    return notSentAfterLogout(job);
+  }
+  const refused = status >= 400 && status < 500;
+  job.detail = error.message || "unknown error";
+  job.code = error.error || "";
   if (!refused) seen.delete(job.print); // not sent: choosing the file again sends it
   finish(job, refused ? "refused" : "failed");
 }
 
+function notSentAfterLogout(job) {
+  job.detail = SESSION_ENDED;
+  seen.delete(job.print);
+  finish(job, "failed");
+}
+
+// The first 401/403 stops the queue: every file still waiting is not sent,
+// and one note says why, with a link back to this page through the login.
+function sessionEnded() {
+  if (session.ended) return;
+  session.ended = true;
+  for (const job of queue.splice(0)) notSentAfterLogout(job);
+  $("complete").disabled = true;
+  $("session-note").hidden = false;
+  scheduleRender();
+}
+
 function finish(job, state) {
   job.state = state;
-  if (state !== "failed") job.done = job.file.size;
-  if (state === "refused" || state === "partial" || state === "failed") listRefusal(job);
+  if (state === "failed") job.done = 0; // what went out was not received
+  else job.done = job.file.size;
+  if (state === "refused" || state === "partial" || state === "failed") refusalsChanged = true;
   scheduleRender();
 }
 
@@ -262,16 +299,31 @@ function scheduleRender() {
 
 function render() {
   renderProgress(jobs, speed.rate(transferred), retryingJobs + retryingCalls > 0);
+  if (session.ended) {
+    const count = notSent();
+    $("session-count").textContent = `${count} file${count === 1 ? " was" : "s were"} not sent.`;
+  }
+  if (refusalsChanged) {
+    refusalsChanged = false;
+    renderRefusals(jobs);
+  }
   if (inFlight || queue.length) scheduleRender();
 }
 
 // ---- the end ----------------------------------------------------------------
 
 async function drained() {
-  scheduleRender();
+  focusVerdict = jobs.length > 0;
+  render();
+  if (session.ended) {
+    say(`Sending stopped: your session has ended. ${$("session-count").textContent}`);
+    $("session-note").focus();
+    return;
+  }
   if (!upload.id) return;
-  await showSummary();
-  $("complete").disabled = upload.complete;
+  const summary = await showSummary();
+  // Nothing stored, or an interrupted upload not chosen again: nothing to complete yet.
+  $("complete").disabled = upload.complete || upload.interrupted || !summary || !summary.series.length;
 }
 
 // Files this page could not send: the server cannot know of them.
@@ -279,24 +331,72 @@ function notSent() {
   return jobs.filter((job) => job.state === "failed").length;
 }
 
+// The page's own findings for the summary: {code, message, verdict}, the
+// verdict being the short form counted in the summary's first line.
 function pageWarnings() {
+  const warnings = [];
+  const counts = tally(jobs);
+  if (upload.interrupted) {
+    warnings.push({
+      code: "interrupted",
+      message: "The upload was interrupted (the page was reloaded): the scan may be incomplete. " +
+        "Select or drop the same folder or files again to finish it.",
+      verdict: "the upload was interrupted and may be incomplete",
+    });
+  }
+  if (counts.refused) {
+    const files = counts.refused === 1 ? "1 file was" : `${counts.refused} files were`;
+    warnings.push({
+      code: "not-accepted",
+      message: `${files} not accepted (see "Files not accepted" above): the scan may be incomplete.`,
+      verdict: `${counts.refused} file${counts.refused === 1 ? "" : "s"} not accepted, see below`,
+    });
+  }
   const count = notSent();
-  if (!count) return [];
-  const files = count === 1 ? "1 file was" : `${count} files were`;
-  const message = `${files} not sent (see the list above): the scan may be incomplete. Select them again to send them.`;
-  return [{ code: "not-sent", message }];
+  if (count) {
+    const files = count === 1 ? "1 file was" : `${count} files were`;
+    warnings.push({
+      code: "not-sent",
+      message: `${files} not sent (see the list above): the scan may be incomplete. Select them again to send them.`,
+      verdict: `${count} file${count === 1 ? "" : "s"} not sent`,
+    });
+  }
+  return warnings;
 }
 
+// Fill the summary; returns the summary shown (null if it could not be had).
+// After a batch of files, the verdict is announced and its heading focused.
 async function showSummary() {
+  let summary = null;
   try {
-    renderSummary(await api("GET", `/api/uploads/${upload.id}/summary`), pageWarnings());
+    summary = await api("GET", `/api/uploads/${upload.id}/summary`);
+    renderSummary(summary, pageWarnings());
   } catch (error) {
-    $("summary-verdict").textContent = `The summary could not be shown: ${error.message}`;
+    $("summary-verdict").textContent = session.ended
+      ? "The summary could not be shown: your session has ended."
+      : `The summary could not be shown: ${error.message}`;
     $("summary-panel").hidden = false;
   }
+  if (focusVerdict) {
+    focusVerdict = false;
+    say(`All files done. ${$("summary-verdict").textContent}`);
+    $("summary-heading").focus();
+  }
+  return summary;
+}
+
+// Tell screen readers (through the polite status line).
+function say(text) {
+  $("overall-status").textContent = text;
 }
 
 async function complete() {
+  if (upload.interrupted && !window.confirm(
+    "The upload was interrupted: files may be missing. Select the same folder or files again first. " +
+      "Mark the upload complete anyway?",
+  )) {
+    return;
+  }
   const count = notSent();
   if (count && !window.confirm(`${count} file${count === 1 ? " was" : "s were"} not sent. Mark the upload complete anyway?`)) {
     return;
