@@ -262,9 +262,10 @@ class TestPageListsAssignedCases:
         headers = {"Authorization": f"Bearer {world.auth.token(world.engineer)}"}
         assert world.auth.new_client().get("/engineer", headers=headers).status_code == 403
 
-    def test_anonymous_visitor_is_sent_to_the_login_page(self, world: World) -> None:
+    def test_anonymous_visitor_is_sent_to_the_login_page_and_back_after(self, world: World) -> None:
         response = world.auth.new_client().get("/engineer", follow_redirects=False)
-        assert (response.status_code, response.headers["location"]) == (303, "/login")
+        location = response.headers["location"]
+        assert (response.status_code, location) == (303, "/login?next=/engineer")
 
     def test_home_page_links_engineers_to_the_page_and_it_links_to_tokens(
         self, world: World
