@@ -7,7 +7,8 @@ the same case, another engineer with a case of their own, a clinician and an
 admin. Studies are synthetic, ingested through the one pipeline and
 pseudonymised by the real de-identification pipeline (Celery eager).
 :func:`serving` runs the app under a real uvicorn server on a free port,
-for clients that need a socket (dicomweb-client, aborted transfers).
+for clients that need a socket (dicomweb-client, aborted transfers);
+:func:`wado_parts` and :func:`served_copies` read WADO-RS answers from it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+from dicomweb_client.api import DICOMwebClient
 from fastapi.testclient import TestClient
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 from sqlalchemy import select
@@ -221,3 +225,24 @@ def serving(vault: Vault) -> Iterator[str]:
     app = create_app(vault.settings, clock=FrozenClock(START))
     with serving_app(app, log_level="critical") as url:
         yield url
+
+
+def wado_parts(url: str, path: str, headers: dict[str, str]) -> list[bytes]:
+    """The parts of the WADO-RS answer at ``url`` + ``path``, split by dicomweb-client's
+    own multipart decoder (the answer must be 200)."""
+    response = requests.get(f"{url}{path}", headers=headers, stream=True, timeout=60)
+    assert response.status_code == 200, response.text
+    client = DICOMwebClient(url=f"{url}/dicomweb")
+    return list(client._decode_multipart_message(response, stream=True))
+
+
+def served_copies(world: World, pseudo_study_id: str, url: str) -> list[tuple[str, Dataset]]:
+    """(WADO-RS path, pseudonymised copy as served) of each served instance of the study."""
+    uid = pseudo_study(world.vault, pseudo_study_id).pseudo_study_uid
+    copies = []
+    for row in served_rows(world.vault, pseudo_study_id):
+        series, instance = row.pseudo_series_uid, row.pseudo_sop_uid
+        path = f"/dicomweb/studies/{uid}/series/{series}/instances/{instance}"
+        (part,) = wado_parts(url, path, world.bearer())
+        copies.append((path, dcmread(io.BytesIO(part))))
+    return copies

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -37,6 +36,7 @@ from tests.engineer_support import (
     serving,
     tamper,
     two_series,
+    wado_parts,
 )
 from tests.services.vault_env import make_case
 from vault.catalog.deid import PseudonymisedInstance, PseudonymisedStudy
@@ -106,14 +106,7 @@ def zip_members(web: Web, pseudo_study_id: str) -> list[bytes]:
 
 def multipart_parts(web: Web, path: str, accept: str = DICOM_ACCEPT) -> list[bytes]:
     """The parts of a WADO-RS response, decoded by dicomweb-client's own decoder."""
-    response = requests.get(
-        f"{web.url}{path}",
-        headers={"Authorization": f"Bearer {web.world.token}", "Accept": accept},
-        stream=True,
-        timeout=60,
-    )
-    assert response.status_code == 200, response.text
-    return list(web.client._decode_multipart_message(response, stream=True))
+    return wado_parts(web.url, path, {**web.world.bearer(), "Accept": accept})
 
 
 class TestQido:

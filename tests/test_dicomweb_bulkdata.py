@@ -11,13 +11,11 @@ compared with what the engineer's own copy holds.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import requests
 from dicomweb_client.api import DICOMwebClient
 from fastapi.testclient import TestClient
 from pydicom import dcmread
@@ -34,8 +32,9 @@ from tests.engineer_support import (
     ingest,
     pseudo_study,
     pseudonymise,
-    served_rows,
+    served_copies,
     serving,
+    wado_parts,
 )
 from tests.services.auth_env import BASE_URL, START
 from tests.services.vault_env import make_case
@@ -92,12 +91,10 @@ class Bulk:
 
     def parts(self, path: str, accept: str | None = None) -> list[bytes]:
         """The parts of a multipart answer, split by dicomweb-client's own decoder."""
-        headers = {"Authorization": f"Bearer {self.world.token}"}
+        headers = self.world.bearer()
         if accept:
             headers["Accept"] = accept
-        response = requests.get(f"{self.url}{path}", headers=headers, stream=True, timeout=60)
-        assert response.status_code == 200, response.text
-        return list(self.client()._decode_multipart_message(response, stream=True))
+        return wado_parts(self.url, path, headers)
 
     def client(self, token: str | None = None) -> DICOMwebClient:
         headers = {"Authorization": f"Bearer {token or self.world.token}"}
@@ -105,22 +102,12 @@ class Bulk:
 
 
 def _instances(bulk_world: World, study: str, url: str) -> dict[str, Instance]:
-    uid = pseudo_study(bulk_world.vault, study).pseudo_study_uid
-    found: dict[str, Instance] = {}
-    for row in served_rows(bulk_world.vault, study):
-        path = (
-            f"/dicomweb/studies/{uid}/series/{row.pseudo_series_uid}/instances/{row.pseudo_sop_uid}"
+    return {
+        JPEG_LS if copy.file_meta.TransferSyntaxUID.is_encapsulated else NATIVE: Instance(
+            path, copy
         )
-        response = requests.get(
-            f"{url}{path}", headers={"Authorization": f"Bearer {bulk_world.token}"}, timeout=60
-        )
-        client = DICOMwebClient(url=f"{url}/dicomweb")
-        (part,) = client._decode_multipart_message(response, stream=False)
-        copy = dcmread(io.BytesIO(part))
-        found[NATIVE if not copy.file_meta.TransferSyntaxUID.is_encapsulated else JPEG_LS] = (
-            Instance(path, copy)
-        )
-    return found
+        for path, copy in served_copies(bulk_world, study, url)
+    }
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 import pytest
-import requests
-from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
@@ -34,10 +32,10 @@ from tests.engineer_support import (
     assign,
     engineer_world,
     ingest,
-    pseudo_study,
     pseudonymise,
-    served_rows,
+    served_copies,
     serving,
+    wado_parts,
 )
 from tests.services.vault_env import make_case
 
@@ -153,28 +151,14 @@ class Mapping:
 
     def parts(self, path: str) -> list[bytes]:
         """The parts of a multipart answer, split by dicomweb-client's own decoder."""
-        response = requests.get(
-            f"{self.url}{path}", headers=self.world.bearer(), stream=True, timeout=60
-        )
-        assert response.status_code == 200, response.text
-        client = DICOMwebClient(url=f"{self.url}/dicomweb")
-        return list(client._decode_multipart_message(response, stream=True))
+        return wado_parts(self.url, path, self.world.bearer())
 
 
 def _served(world: World, study: str, url: str) -> dict[str, Instance]:
-    uid = pseudo_study(world.vault, study).pseudo_study_uid
-    found: dict[str, Instance] = {}
-    for row in served_rows(world.vault, study):
-        path = (
-            f"/dicomweb/studies/{uid}/series/{row.pseudo_series_uid}/instances/{row.pseudo_sop_uid}"
-        )
-        response = requests.get(f"{url}{path}", headers=world.bearer(), timeout=60)
-        (part,) = DICOMwebClient(url=f"{url}/dicomweb")._decode_multipart_message(
-            response, stream=False
-        )
-        copy = dcmread(io.BytesIO(part))
-        found[NAMES[int(copy.SeriesNumber) - 1]] = Instance(path, copy)
-    return found
+    return {
+        NAMES[int(copy.SeriesNumber) - 1]: Instance(path, copy)
+        for path, copy in served_copies(world, study, url)
+    }
 
 
 @pytest.fixture(scope="module")
