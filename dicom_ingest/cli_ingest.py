@@ -10,8 +10,9 @@ from dicom_ingest.pipeline import IngestOrigin, IngestPipeline
 from dicom_ingest.sources import ZipLimits, iter_sources
 from dicom_ingest.validation import ValidationPolicy
 from vault.admin import case_by_reference
+from vault.case_rules import require_open
 from vault.core import Vault
-from vault.errors import CaseClosed, VaultError
+from vault.errors import VaultError
 
 
 @dataclass
@@ -40,8 +41,7 @@ def ingest_paths(
     """Ingest every file under ``paths`` into the case; report refusals as they happen."""
     with vault.catalog.session() as session:
         case = case_by_reference(session, case_reference)
-        if case.status != "open":
-            raise CaseClosed("this case is not open")
+        require_open(case)
         origin = IngestOrigin("cli", "cli", case.organisation_id, case.id)
     pipeline = IngestPipeline(vault, ValidationPolicy.from_settings(vault.settings.policy))
     summary = IngestSummary()

@@ -54,10 +54,11 @@ from dicom_ingest.sources import is_dicomdir_name, is_junk
 from dicom_ingest.validation import ValidationPolicy
 from vault.audit import AuditRecord
 from vault.auth.permissions import CaseAction, Principal, can_access_case
+from vault.case_rules import require_open
 from vault.catalog.models import Case, new_id
 from vault.catalog.uploads import Upload, UploadFile, upload_study_ids
 from vault.core import Vault
-from vault.errors import BadRequest, CaseClosed, NotFound, OffsetMismatch, UploadClosed
+from vault.errors import BadRequest, NotFound, OffsetMismatch, UploadClosed
 from vault.settle import StudySettledHooks
 
 __all__ = [
@@ -112,8 +113,7 @@ class Uploads:
                 principal, case_id, CaseAction.UPLOAD, session=session
             ):
                 raise NotFound("no such case")
-            if case.status != "open":
-                raise CaseClosed("this case is closed and takes no new uploads")
+            require_open(case)
             now = self._vault.clock.now()
             upload = Upload(
                 case_id=case_id,

@@ -11,7 +11,7 @@ import difflib
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.case_rules import other_patient_in_case
+from vault.case_rules import other_patient_in_case, require_open
 from vault.catalog.accounts import ROLES, CaseAssignment, User
 from vault.catalog.models import Case, Organisation, PacsNode, Study
 from vault.errors import InvalidInput, NotFound, PolicyRefused
@@ -97,8 +97,9 @@ def file_study(session: Session, study_id: str, case: Case, *, one_patient_per_c
     Raises:
         NotFound: no such study.
         PolicyRefused: the study is already under a case; the case is of
-            another organisation or not open; or (one patient per case) the
-            case holds a study of another patient.
+            another organisation; or (one patient per case) the case holds a
+            study of another patient.
+        CaseClosed: the case is not open.
     """
     study = session.get(Study, study_id)
     if study is None:
@@ -107,8 +108,7 @@ def file_study(session: Session, study_id: str, case: Case, *, one_patient_per_c
         raise PolicyRefused("this study is already filed under a case")
     if case.organisation_id != study.organisation_id:
         raise PolicyRefused("this case belongs to another organisation than the study")
-    if case.status != "open":
-        raise PolicyRefused("this case is not open")
+    require_open(case)
     if one_patient_per_case and other_patient_in_case(
         session.connection(), case.id, study.patient_digest
     ):

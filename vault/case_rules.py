@@ -1,4 +1,8 @@
-"""The one-patient-per-case rule, shared by ingest and by filing a study under a case.
+"""The rules a case sets for new data, shared by every way data enters one.
+
+A closed case takes nothing new (:func:`require_open`): no upload, no
+``ingest``, no inbox study filed under it (the receiver's case look-up asks
+for open cases in its own query).
 
 A case (an implant order) holds the studies of one patient unless an
 administrator allowed more (``Case.allow_multiple_patients``). Patients are
@@ -11,7 +15,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, bindparam, exists, select
 
 from vault.catalog.models import Case, Study
-from vault.errors import NotFound
+from vault.errors import CaseClosed, NotFound
 
 _cases, _studies = Case.__table__, Study.__table__
 _CASE_RULES = select(
@@ -35,3 +39,13 @@ def other_patient_in_case(connection: Connection, case_id: str | None, patient: 
     if row is None:
         raise NotFound("no such case")
     return not row.allow_multiple_patients and bool(row.other_patient)
+
+
+def require_open(case: Case) -> None:
+    """Refuse new data for ``case`` unless it is open.
+
+    Raises:
+        CaseClosed: the case is closed.
+    """
+    if case.status != "open":
+        raise CaseClosed("this case is not open")
