@@ -3,6 +3,7 @@
 Kept elements are never decoded. Changed ones are: UIDs, dates and times
 (ASCII), descriptors (in the data set's Specific Character Set, through
 pydicom's codecs) and the replacement values written in their place.
+:class:`LevelText` reads the string values of one parsed level.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import struct
 
 from pydicom.charset import convert_encodings, decode_bytes, encode_string
 
-from deidentify._codec import Syntax
+from deidentify._codec import UNDEFINED, Level, Syntax, implicit_vr
 
 _CHARSET_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 _SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
@@ -70,3 +71,53 @@ def encode_value(value: object, vr: str, syntax: Syntax, charsets: tuple[str, ..
         return struct.pack(syntax.order + "HH", tag >> 16, tag & 0xFFFF)
     values = value if isinstance(value, list) else [str(value)]
     return encode_text(values, vr, charsets)
+
+
+_CHARSET_TAG = 0x00080005
+
+
+class LevelText:
+    """Decoded access to the string values of one parsed level (a data set or
+    an item), in its Specific Character Set or the one it inherits."""
+
+    def __init__(
+        self,
+        buffer: bytes | memoryview,
+        level: Level,
+        charsets: tuple[str, ...] = DEFAULT_CHARSETS,
+    ) -> None:
+        self.buf = buffer
+        self.by_tag = level.by_tag
+        self.syntax = level.syntax
+        self.charsets = charsets
+        charset = self.by_tag.get(_CHARSET_TAG)
+        if charset is not None and charset.length not in (0, UNDEFINED):
+            self.charsets = charsets_of(self.raw(_CHARSET_TAG) or b"")
+
+    def __contains__(self, tag: int) -> bool:
+        return tag in self.by_tag
+
+    def raw(self, tag: int) -> bytes | None:
+        """The value bytes of ``tag``; ``None`` if absent or of undefined length."""
+        element = self.by_tag.get(tag)
+        if element is None or element.length == UNDEFINED:
+            return None
+        return bytes(self.buf[element.value_start : element.value_start + element.length])
+
+    def _decoded(self, tag: int) -> list[str]:
+        element = self.by_tag.get(tag)
+        raw = self.raw(tag) if element is not None and element.items is None else None
+        if not raw or element is None:
+            return []
+        vr = implicit_vr(tag) if element.vr == "UN" else element.vr
+        if vr == "UN":  # no dictionary VR either: read it as Latin-1 text
+            return [raw.decode("latin-1")]
+        return decode_text(raw, vr, self.charsets)
+
+    def values(self, tag: int) -> list[str]:
+        """The non-empty values of ``tag`` (none if absent, empty or a sequence)."""
+        return [value for value in self._decoded(tag) if value]
+
+    def text(self, tag: int) -> str:
+        """The value of ``tag`` as one string (values joined by backslash), stripped."""
+        return "\\".join(self._decoded(tag)).strip()

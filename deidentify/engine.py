@@ -33,18 +33,15 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 from deidentify._codec import (
     DEFLATED,
     EXPLICIT_LE,
-    UNDEFINED,
-    Level,
     MalformedError,
     Part10,
     Syntax,
     deflate,
     header_bytes,
-    implicit_vr,
     item_bytes,
     parse_part10,
 )
-from deidentify._values import DEFAULT_CHARSETS, charsets_of, decode_text, encode_value
+from deidentify._values import DEFAULT_CHARSETS, LevelText, encode_value
 from deidentify._walk import Chunk, Walk
 from deidentify.burned_in import burned_in_risk
 from deidentify.outcome import AttributeChange, DeidOutcome, QuarantineReason, ReportAction
@@ -61,37 +58,11 @@ _MARKS = (0x00120062, 0x00120063, 0x00120064, 0x00280303)
 _NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
 
 
-class _Header:
-    """Decoded access to the top-level values of a parsed data set."""
-
-    def __init__(self, buffer: bytes | memoryview, level: Level) -> None:
-        self.buf = buffer
-        self.by_tag = level.by_tag
-        self.syntax = level.syntax
-        charset = self.by_tag.get(0x00080005)
-        self.charsets = DEFAULT_CHARSETS
-        if charset is not None and charset.length not in (0, UNDEFINED):
-            self.charsets = charsets_of(self._raw(charset.tag))
-
-    def __contains__(self, tag: int) -> bool:
-        return tag in self.by_tag
-
-    def _raw(self, tag: int) -> bytes | None:
-        element = self.by_tag.get(tag)
-        if element is None or element.length == UNDEFINED:
-            return None
-        return bytes(self.buf[element.value_start : element.value_start + element.length])
-
-    def text(self, tag: int) -> str:
-        raw = self._raw(tag)
-        if not raw:
-            return ""
-        vr = self.by_tag[tag].vr
-        vr = implicit_vr(tag) if vr == "UN" else vr
-        return "\\".join(decode_text(raw, vr, self.charsets)).strip()
+class _Header(LevelText):
+    """Decoded access to the top-level values of a parsed data set, numbers too."""
 
     def number(self, tag: int) -> int | None:
-        raw = self._raw(tag)
+        raw = self.raw(tag)
         fmt = _NUMBER_FORMATS.get(self.by_tag[tag].vr if raw else "")
         if not raw or fmt is None or len(raw) < struct.calcsize(fmt):
             return None

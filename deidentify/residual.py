@@ -26,8 +26,8 @@ from collections.abc import Iterator
 
 from pydicom.datadict import keyword_for_tag
 
-from deidentify._codec import UNDEFINED, Level, MalformedError, Part10, parse_part10
-from deidentify._values import DEFAULT_CHARSETS, charsets_of, decode_text
+from deidentify._codec import Level, MalformedError, Part10, parse_part10
+from deidentify._values import DEFAULT_CHARSETS, LevelText
 from deidentify.descriptors import known_terms
 
 _NAMES = (0x00100010, 0x00101005, 0x00101060)  # patient's, birth, mother's birth
@@ -41,7 +41,7 @@ _LETTER, _DIGIT = r"[^\W\d_]", r"\d"
 
 def identifiers_of(original: Part10) -> list[str]:
     """The searchable identifiers of ``original``'s patient, upper case."""
-    top = _TextReader(original.buffer, original.dataset)
+    top = LevelText(original.buffer, original.dataset)
     terms = known_terms()
     found: set[str] = set()
     for tag in _NAMES:
@@ -51,7 +51,7 @@ def identifiers_of(original: Part10) -> list[str]:
         found.update(value.upper() for value in top.values(tag))
     other_ids = original.dataset.by_tag.get(_OTHER_IDS_SEQUENCE)
     for item in (other_ids.items or []) if other_ids else []:
-        reader = _TextReader(original.buffer, item, top.charsets)
+        reader = LevelText(original.buffer, item, top.charsets)
         found.update(value.upper() for value in reader.values(_PATIENT_ID))
     return sorted(value for value in found if len(value) >= _MIN_LENGTH)
 
@@ -87,7 +87,7 @@ def _texts(
     buffer: bytes | memoryview, level: Level, path: str, charsets: tuple[str, ...]
 ) -> Iterator[tuple[str, str]]:
     """(path, value) of every searched text value of ``level``, items included."""
-    reader = _TextReader(buffer, level, charsets)
+    reader = LevelText(buffer, level, charsets)
     for element in level.elements:
         name = (
             keyword_for_tag(element.tag) or f"({element.tag >> 16:04X},{element.tag & 0xFFFF:04X})"
@@ -98,32 +98,3 @@ def _texts(
         elif element.vr in _SEARCHED_VRS and element.tag != _CHARSET_TAG:
             for value in reader.values(element.tag):
                 yield f"{path}{name}", value
-
-
-class _TextReader:
-    """The decoded string values of one level's elements, in its character sets."""
-
-    def __init__(
-        self,
-        buffer: bytes | memoryview,
-        level: Level,
-        charsets: tuple[str, ...] = DEFAULT_CHARSETS,
-    ) -> None:
-        self._buffer, self._level = buffer, level
-        charset = level.by_tag.get(_CHARSET_TAG)
-        if charset is not None and charset.length not in (0, UNDEFINED):
-            charsets = charsets_of(self._raw(_CHARSET_TAG))
-        self.charsets = charsets
-
-    def _raw(self, tag: int) -> bytes:
-        element = self._level.by_tag[tag]
-        return bytes(self._buffer[element.value_start : element.value_start + element.length])
-
-    def values(self, tag: int) -> list[str]:
-        element = self._level.by_tag.get(tag)
-        if element is None or element.length in (0, UNDEFINED) or element.items is not None:
-            return []
-        raw = self._raw(tag)
-        if element.vr == "UN":
-            return [raw.decode("latin-1")]
-        return [value for value in decode_text(raw, element.vr, self.charsets) if value]
