@@ -185,6 +185,12 @@ def _unsigned_announcements(
     return [ChainBreak(seq, "the checkpoint this record announces is missing") for seq in missing]
 
 
+def _checkpoints_in_order(session: Session) -> Sequence[AuditCheckpoint]:
+    """Every checkpoint, by number (and pinned record, for unnumbered old ones)."""
+    order = (AuditCheckpoint.number, AuditCheckpoint.seq)
+    return session.scalars(select(AuditCheckpoint).order_by(*order)).all()
+
+
 def _first_record(session: Session) -> AuditEvent | None:
     return session.scalar(select(AuditEvent).order_by(AuditEvent.seq).limit(1))
 
@@ -193,8 +199,7 @@ def _checkpoint_breaks(session: Session, vault: Vault, key: MacKey) -> list[Chai
     """Every checkpoint's signature, pinned record and link; their announcements."""
     start = _start(session)
     floor = start.seq if start else 0
-    order = (AuditCheckpoint.number, AuditCheckpoint.seq)
-    checkpoints = session.scalars(select(AuditCheckpoint).order_by(*order)).all()
+    checkpoints = _checkpoints_in_order(session)
     pinned = [_check_checkpoint(session, key, c) for c in checkpoints if c.seq >= floor]
     breaks = [b for b in pinned if b is not None]
     breaks += link_breaks(checkpoints)
@@ -211,8 +216,7 @@ def checkpoint_gaps(vault: Vault) -> list[ChainBreak]:
     removed. ``audit verify`` prints them as warnings for a person to explain.
     """
     with vault.catalog.read_session() as session:
-        order = (AuditCheckpoint.number, AuditCheckpoint.seq)
-        checkpoints = session.scalars(select(AuditCheckpoint).order_by(*order)).all()
+        checkpoints = _checkpoints_in_order(session)
         return list(time_gaps(checkpoints, _first_record(session), vault.clock.now()))
 
 
