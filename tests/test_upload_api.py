@@ -61,6 +61,11 @@ def uploader(world: UploadWorld) -> Uploader:
     return world.uploader()
 
 
+def upload_rows(vault: Vault) -> int:
+    with vault.catalog.read_session() as session:
+        return len(session.scalars(select(Upload.id)).all())
+
+
 def read_back(world: UploadWorld, file_url: str) -> bytes:
     """The stored instance of the file at ``file_url``, decrypted."""
     file_id = file_url.rsplit("/", 1)[1]
@@ -106,12 +111,17 @@ class TestClosedCases:
     ) -> None:
         with world.vault.catalog.session() as session:
             close_case(session, session.get(Case, world.case_id))
+        before, uploads = stored_counts(world.vault), upload_rows(world.vault)
         headers = uploader.cookie | uploader.csrf
         response = uploader.client.post(
             "/api/uploads", json={"case_id": world.case_id}, headers=headers
         )
         assert response.status_code == 409
         assert response.json()["error"] == "case-closed"
+        assert (stored_counts(world.vault), upload_rows(world.vault)) == (before, uploads)
+        open_case = world.case_in("Hospital A", "CASE-UP-OPEN")  # the service goes on
+        sent = uploader.send(uploader.new_upload(open_case), slice_bytes(3, size=32))
+        assert sent.headers["x-vault-outcome"] == "stored"
 
 
 class TestTusProtocol:
