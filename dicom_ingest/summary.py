@@ -2,14 +2,16 @@
 
 :func:`summarise` takes the ids of the instances an upload stored and returns
 its series (modality, description, number of images, slice thickness, pixel
-spacing, the middle instance for a thumbnail) and its warnings
+spacing, the middle instance for a thumbnail, and the patient's initials,
+birth date and sex with the study date, so the uploader can tell the scan is
+their patient's) and its warnings
 (:mod:`dicom_ingest.summary_checks`). The catalog keeps no description, so
 every instance's header is read on demand through the one decrypting reader
 (:func:`vault.reader.open_instance`) with the pipeline's own header reader
 (:func:`dicom_ingest.header.read_header`: pydicom, stopping before the pixel
 data), and the stream is closed there. The
-result holds the series description: it is meant only for the uploader's own
-page, never for logs or the access log.
+result holds the series description and those patient facts: it is meant
+only for the uploader's own page, never for logs or the access log.
 
 :func:`middle_instance` picks the instance a series' thumbnail shows from the
 catalog alone (slice position, then instance number), without decrypting.
@@ -19,13 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 from pydicom.dataset import Dataset
+from pydicom.valuerep import PersonName
 from sqlalchemy import select
 
 from dicom_ingest.header import read_header as parse_header
 from dicom_ingest.summary_checks import (
     ImageHeader,
+    PatientIdentity,
     SummaryWarning,
     localiser_only_warning,
     mixed_patients_warning,
@@ -49,6 +54,7 @@ class SeriesSummary:
     slice_thickness_mm: float | None
     pixel_spacing_mm: tuple[float, float] | None
     middle_instance_id: str
+    identity: PatientIdentity | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,43 @@ def _integer(value: object) -> int | None:
     return int(number) if number is not None else None
 
 
+def _iso_date(value: object) -> str | None:
+    """A DA value as ``YYYY-MM-DD``; None when absent or not a real date."""
+    text = str(value or "").strip()
+    if len(text) != 8 or not text.isdigit():
+        return None
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:8])).isoformat()
+    except ValueError:
+        return None
+
+
+def _initial(component: str) -> str | None:
+    letter = next((c for c in component if c.isalnum()), None)
+    return f"{letter.upper()}." if letter else None
+
+
+def _initials(value: object) -> str | None:
+    """Initials of the given then the family name ("J. D."), from the alphabetic group."""
+    if not value:
+        return None
+    name = value if isinstance(value, PersonName) else PersonName(str(value))
+    letters = [_initial(name.given_name), _initial(name.family_name)]
+    found = [letter for letter in letters if letter]
+    return " ".join(found) or None
+
+
+def identity_of(ds: Dataset) -> PatientIdentity:
+    """The facts that let the uploader confirm the patient and the scan."""
+    sex = str(ds.get("PatientSex", "") or "").strip().upper()
+    return PatientIdentity(
+        initials=_initials(ds.get("PatientName")),
+        birth_date=_iso_date(ds.get("PatientBirthDate")),
+        sex=sex if sex in {"F", "M", "O"} else None,
+        study_date=_iso_date(ds.get("StudyDate")),
+    )
+
+
 def header_of(ds: Dataset, instance_id: str, series_id: str) -> ImageHeader:
     """The summary's view of one parsed header (tolerant of odd values)."""
     measures, orientation, positions = _geometry(ds)
@@ -179,6 +222,7 @@ def header_of(ds: Dataset, instance_id: str, series_id: str) -> ImageHeader:
         positions=positions,
         instance_number=_integer(ds.get("InstanceNumber")),
         frames=max(_integer(ds.get("NumberOfFrames")) or 1, 1),
+        identity=identity_of(ds),
     )
 
 
@@ -200,6 +244,7 @@ def _series_summary(series_id: str, images: Sequence[ImageHeader], middle: str) 
         slice_thickness_mm=thickness,  # type: ignore[arg-type]
         pixel_spacing_mm=spacing,  # type: ignore[arg-type]
         middle_instance_id=middle,
+        identity=most_common([image.identity for image in images]),  # type: ignore[arg-type]
     )
 
 

@@ -28,6 +28,20 @@ SAME_POSITION_MM = 0.01  # images closer than this share a position (echoes, pha
 
 
 @dataclass(frozen=True)
+class PatientIdentity:
+    """Who and when, as the uploader checks it: initials, birth date, sex, study date.
+
+    Shown only on the uploader's own page (the scan is theirs): never in a
+    warning, a log line or the access log.
+    """
+
+    initials: str | None
+    birth_date: str | None  # ISO 8601, from a valid DA value
+    sex: str | None
+    study_date: str | None  # ISO 8601, from a valid DA value
+
+
+@dataclass(frozen=True)
 class ImageHeader:
     """What the summary needs from one stored instance's header."""
 
@@ -43,6 +57,7 @@ class ImageHeader:
     positions: tuple[tuple[float, float, float], ...]  # one per frame
     instance_number: int | None
     frames: int
+    identity: PatientIdentity | None = None
 
     @property
     def is_localiser(self) -> bool:

@@ -10,7 +10,9 @@ API (contract item 6): ``GET /api/uploads/{upload_id}/summary`` and
 ``GET /api/uploads/{upload_id}/series/{series_id}/thumbnail.png``. Both serve
 only the uploader's own upload of a case still within their reach; anything
 else answers 404 like an unknown upload. The summary holds series
-descriptions, read from the encrypted headers on demand
+descriptions and, per series, the patient's initials, birth date and sex
+and the study date (for the uploader to confirm the patient), read from the
+encrypted headers on demand
 (:mod:`dicom_ingest.summary`); both reads are recorded in the access log by
 internal identifiers and counts only.
 """
@@ -56,6 +58,15 @@ _NOT_FOUND: dict[int | str, dict[str, str]] = {
 }
 
 
+class IdentityOut(BaseModel):
+    """The patient and study as the uploader confirms them (ISO 8601 dates)."""
+
+    initials: str | None
+    birth_date: str | None
+    sex: str | None
+    study_date: str | None
+
+
 class SeriesOut(BaseModel):
     series_id: str
     modality: str | None
@@ -64,6 +75,7 @@ class SeriesOut(BaseModel):
     slice_thickness_mm: float | None
     pixel_spacing_mm: tuple[float, float] | None
     thumbnail_url: str
+    identity: IdentityOut | None = None
 
 
 class WarningOut(BaseModel):
@@ -147,6 +159,7 @@ def _series_out(upload_id: str, series: SeriesSummary) -> SeriesOut:
         slice_thickness_mm=series.slice_thickness_mm,
         pixel_spacing_mm=series.pixel_spacing_mm,
         thumbnail_url=f"/api/uploads/{upload_id}/series/{series.series_id}/thumbnail.png",
+        identity=IdentityOut(**vars(series.identity)) if series.identity else None,
     )
 
 

@@ -227,6 +227,12 @@ class TestUploadPage:
         assert "AXIAL 1MM" in texts[0] and "300" in texts[0]
         assert "MR" in texts[1] and "12" in texts[1]
         assert "8" in texts[2] and "2 mm thick" in texts[2]  # the CD's thick slices are flagged
+        # The surgeon can tell it is their patient's scan: initials, birth date, study date.
+        assert all("M. Q., born 1961-03-14, F" in text for text in texts)
+        assert page.inner_text("#summary-patient") == (
+            "Patient M. Q., born 1961-03-14, F, study of 2023-05-17."
+            " Check that this is the patient of this order."
+        )
         refused = page.inner_text("#refused-list")
         assert "notes.txt" in refused and "DICOM" in refused
         assert page.locator("#file-rows tr[data-state=skipped]").count() == 2  # DICOMDIR, .DS_Store

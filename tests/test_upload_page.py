@@ -61,6 +61,13 @@ class TestSummaryApi:
         assert series["modality"] == "CT" and series["description"] == "AXIAL 2MM"
         assert (series["images"], series["slice_thickness_mm"]) == (5, 2.0)
         assert series["pixel_spacing_mm"] == [pytest.approx(350 / 32)] * 2
+        assert series["identity"] == {
+            "initials": "M. Q.",
+            "birth_date": "1961-03-14",
+            "sex": "F",
+            "study_date": "2023-05-17",
+        }
+        assert response.headers["cache-control"] == "no-store"  # it names the patient
         assert [(w["code"], w["series_id"]) for w in body["warnings"]] == [
             ("slice-thickness", series["series_id"])
         ]
@@ -88,6 +95,7 @@ class TestSummaryApi:
         assert read.object_type == "instance" and read.outcome == "success"
         for event in (summary, read):
             assert "AXIAL" not in event.detail
+            assert "M. Q." not in event.detail and "1961" not in event.detail
 
     def test_another_clinicians_upload_is_not_found(self, world: UploadWorld) -> None:
         uploader = world.uploader()

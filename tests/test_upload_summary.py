@@ -15,6 +15,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from dicom_ingest.summary import middle_instance, summarise
+from dicom_ingest.summary_checks import PatientIdentity
 from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series
 from tests.services.vault_env import CaseContext
 from vault.catalog.models import Case
@@ -210,3 +211,55 @@ class TestPatients:
         summary = summarise(embedded_case.vault, ids)
         assert len(summary.series) == 2
         assert summary.warnings == []
+
+
+class TestIdentity:
+    """Each series names its patient as the uploader can confirm them: initials, not names."""
+
+    def test_a_series_gives_initials_birth_date_sex_and_study_date(
+        self, embedded_case: CaseContext
+    ) -> None:
+        ids = _ingest(embedded_case, make_ct_series(3, **SMALL))
+        [series] = summarise(embedded_case.vault, ids).series
+        assert series.identity == PatientIdentity(
+            initials="M. Q.", birth_date="1961-03-14", sex="F", study_date="2023-05-17"
+        )
+
+    def test_each_patient_of_a_mixed_upload_keeps_their_own_identity(
+        self, embedded_case: CaseContext
+    ) -> None:
+        TestPatients()._case_allowing_several_patients(embedded_case)
+        other = replace(
+            SyntheticPatient(),
+            patient_id="ZZX0001234",
+            family_name="Otherly",
+            given_name="Bertrand",
+            birth_date="19700101",
+            sex="M",
+        )
+        ids = _ingest(embedded_case, make_ct_series(3, series_number=1, **SMALL))
+        ids += _ingest(embedded_case, make_ct_series(3, patient=other, seed=9, **SMALL))
+        identities = [s.identity for s in summarise(embedded_case.vault, ids).series]
+        assert {(i.initials, i.birth_date, i.sex) for i in identities if i} == {
+            ("M. Q.", "1961-03-14", "F"),
+            ("B. O.", "1970-01-01", "M"),
+        }
+
+    @pytest.mark.parametrize(
+        ("name", "birth", "sex", "expected"),
+        [
+            ("", "", "", PatientIdentity(None, None, None, "2023-05-17")),
+            ("DOE", "19610231", "X", PatientIdentity("D.", None, None, "2023-05-17")),
+            ("^Émile", "1961.03.14", "m", PatientIdentity("É.", None, "M", "2023-05-17")),
+            ("van Dijk^  jan", "196103", "O", PatientIdentity("J. V.", None, "O", "2023-05-17")),
+        ],
+    )
+    def test_odd_or_missing_values_give_what_can_be_told_and_no_more(
+        self, embedded_case: CaseContext, name: str, birth: str, sex: str, expected: object
+    ) -> None:
+        [ds] = make_ct_series(1, **SMALL)
+        ds.PatientName, ds.PatientBirthDate, ds.PatientSex = name, birth, sex
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ids = _ingest(embedded_case, [ds])
+        [series] = summarise(embedded_case.vault, ids).series
+        assert series.identity == expected

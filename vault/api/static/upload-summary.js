@@ -19,6 +19,30 @@ function fact(list, label, value) {
   list.appendChild(element("dd", "", value));
 }
 
+// "J. D., born 1961-05-12, F": the patient as the uploader can confirm them.
+function patientOf(identity) {
+  if (!identity) return "unknown";
+  const parts = [identity.initials || "no name", `born ${identity.birth_date || "on an unknown date"}`];
+  if (identity.sex) parts.push(identity.sex);
+  return parts.join(", ");
+}
+
+function sameIdentity(a, b) {
+  return ["initials", "birth_date", "sex", "study_date"].every((key) => (a || {})[key] === (b || {})[key]);
+}
+
+// One line under the verdict naming the patient and study date when every
+// series agrees; otherwise each card says its own.
+function patientLine(series) {
+  const first = series.length ? series[0].identity : null;
+  if (!first) return "";
+  if (!series.every((s) => sameIdentity(s.identity, first))) {
+    return "The series differ in patient or study date: check each one below.";
+  }
+  const when = first.study_date ? `, study of ${first.study_date}` : "";
+  return `Patient ${patientOf(first)}${when}. Check that this is the patient of this order.`;
+}
+
 function seriesCard(series, warnings) {
   const card = element("article", "series");
   card.dataset.seriesId = series.series_id;
@@ -33,6 +57,8 @@ function seriesCard(series, warnings) {
   const body = element("div", "series-facts");
   body.appendChild(element("h3", "", `${series.modality || "?"} · ${series.description || "no description"}`));
   const facts = element("dl");
+  fact(facts, "Patient", patientOf(series.identity));
+  fact(facts, "Study date", (series.identity && series.identity.study_date) || "unknown");
   fact(facts, "Images", String(series.images));
   fact(facts, "Slice thickness", mm(series.slice_thickness_mm));
   const spacing = series.pixel_spacing_mm;
@@ -86,6 +112,7 @@ export function renderSummary(summary, own = []) {
   if (!summary.series.length) grid.appendChild(element("p", "", "No images have been stored yet."));
   const verdict = document.getElementById("summary-verdict");
   verdict.textContent = verdictOf(summary, own);
+  document.getElementById("summary-patient").textContent = patientLine(summary.series);
   const fine = summary.series.length && !own.length && !summary.warnings.length;
   verdict.className = fine ? "" : "problem";
   panel.hidden = false;
