@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from psycopg import sql
-from sqlalchemy import text
+from sqlalchemy import delete, select, text
 
 from crypto.errors import IntegrityError, KeyDestroyedError, KeyProviderError
 from deidentify.tasks import create_celery_app
@@ -36,6 +36,7 @@ from vault.backup import (
     rotate_backups,
 )
 from vault.catalog.models import DataKeyRecord, Study
+from vault.catalog.retention import AuditCheckpoint
 from vault.core import Vault, open_vault
 from vault.errors import CatalogNotEmpty, NotFound
 from vault.holds import place_hold
@@ -182,6 +183,24 @@ class TestAccessLogSurvivesRestore:
         (restored,) = [e for e in after[len(before) :] if e.action == "backup.restore"]
         assert json.loads(restored.detail)["access_log"] == "kept"
         assert verify_audit(vault) == []
+
+    def test_the_restore_is_pinned_by_a_checkpoint_as_it_is_recorded(
+        self, embedded_case: CaseContext
+    ) -> None:
+        vault = embedded_case.vault
+        ingest_study(embedded_case, seed=8)
+        backup = create_backup(vault)
+        restore_backup(vault, backup.backup_id, force=True)
+        restored = [e for e in vault.audit.events() if e.action == "backup.restore"][-1]
+        with vault.catalog.session() as session:
+            pins = session.scalars(
+                select(AuditCheckpoint.seq).where(AuditCheckpoint.kind == "periodic")
+            ).all()
+            assert restored.seq in pins
+            # Without its checkpoint, the restore's record is what an editor of
+            # the catalog could rewrite unseen: verify says it is missing.
+            session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq == restored.seq))
+        assert [b.seq for b in verify_audit(vault)] == [restored.seq]
 
     def test_the_live_log_wins_over_the_backups_copy_of_it(
         self, embedded_case: CaseContext

@@ -14,7 +14,9 @@ hash recomputed), is detected by :func:`verify_audit`, because whoever edits
 the catalog does not hold the MAC key. Checkpoints are chained to one another
 and must come at least every 36 hours (:mod:`vault.audit_checkpoints`), and
 each ``audit.checkpoint`` or ``audit.purge`` record must have its checkpoint,
-so that dropping checkpoints to rewrite what they pinned is detected too. Records appended
+so that dropping checkpoints to rewrite what they pinned is detected too. A
+``backup.restore`` record is pinned the same way as it is written, so the
+log of a restored catalog is signed from its first moment. Records appended
 after the last checkpoint are protected by the unkeyed hash chain alone,
 which a catalog writer can recompute: the daily checkpoint bounds that.
 
@@ -39,7 +41,9 @@ from vault.catalog.retention import AuditCheckpoint
 from vault.core import Vault
 
 CHECKPOINT_KEY_PURPOSE = "audit-checkpoint"
-CHECKPOINTED_ACTIONS = ("audit.checkpoint", "audit.purge")  # each pinned as it is written
+# Each pinned by a checkpoint as it is written: the log's own upkeep, and a
+# restore, after which the catalog is not the one whose records came before.
+CHECKPOINTED_ACTIONS = ("audit.checkpoint", "audit.purge", "backup.restore")
 
 
 def _checkpoint_key(vault: Vault) -> MacKey:
@@ -66,8 +70,8 @@ def _checkpoint_tail(session: Session, vault: Vault, key: MacKey) -> AuditCheckp
     return checkpoint
 
 
-def write_checkpoint(vault: Vault, *, actor: str = "system") -> AuditCheckpoint | None:
-    """Record ``audit.checkpoint`` and pin it with a signed checkpoint.
+def record_pinned(vault: Vault, record: AuditRecord) -> AuditCheckpoint | None:
+    """Record ``record`` and pin it, in the same transaction, with a signed checkpoint.
 
     Returns:
         The checkpoint written (``None`` only if the log is empty, which
@@ -76,8 +80,13 @@ def write_checkpoint(vault: Vault, *, actor: str = "system") -> AuditCheckpoint 
     key = _checkpoint_key(vault)
     with vault.catalog.session() as session:
         lock_chain(session)
-        vault.audit.record(AuditRecord(actor, "audit.checkpoint"), session=session)
+        vault.audit.record(record, session=session)
         return _checkpoint_tail(session, vault, key)
+
+
+def write_checkpoint(vault: Vault, *, actor: str = "system") -> AuditCheckpoint | None:
+    """Record ``audit.checkpoint`` and pin it with a signed checkpoint."""
+    return record_pinned(vault, AuditRecord(actor, "audit.checkpoint"))
 
 
 def _purge_point(session: Session, cutoff: datetime) -> AuditEvent | None:
@@ -170,7 +179,7 @@ def _behind_the_purge(session: Session, floor: int) -> list[ChainBreak]:
 def _unsigned_announcements(
     session: Session, checkpoints: Sequence[AuditCheckpoint], floor: int
 ) -> list[ChainBreak]:
-    """``audit.checkpoint`` and ``audit.purge`` records whose checkpoint is missing.
+    """Records of :data:`CHECKPOINTED_ACTIONS` whose checkpoint is missing.
 
     Each such record is pinned by a ``periodic`` checkpoint in its own
     transaction. Those before the oldest periodic checkpoint left lost theirs

@@ -19,7 +19,8 @@ shredded after the backup stay destroyed.
 
 The access log never goes back in time: a restore keeps the catalog's own
 log and its checkpoints (the live chain), skips the backup's copy of them,
-and appends ``backup.restore`` to the live chain. The backup's records are
+and appends ``backup.restore`` to the live chain, pinned at once by a signed
+checkpoint (:func:`vault.audit_retention.record_pinned`). The backup's records are
 an earlier state of that same chain, each either still in the live log or
 purged behind a signed checkpoint, so nothing is lost; loading them instead
 would erase every access made since the backup. Only a catalog whose log is
@@ -49,6 +50,7 @@ from crypto import new_decrypting_stream, new_encrypting_stream
 from crypto.keys import DataKey, WrappedKey
 from vault import catalog_dump
 from vault.audit import AuditRecord
+from vault.audit_retention import record_pinned
 from vault.catalog.models import AuditEvent
 from vault.catalog.retention import AuditCheckpoint
 from vault.core import Vault
@@ -192,7 +194,7 @@ def restore_backup(
     vault.keyring.seal_periods()
     access_log = "kept" if live_log else "from-backup"
     detail = {"backup_id": backup_id, "rows": rows, "access_log": access_log, **asdict(keys)}
-    vault.audit.record(AuditRecord(actor, "backup.restore", object_type="backup", detail=detail))
+    record_pinned(vault, AuditRecord(actor, "backup.restore", object_type="backup", detail=detail))
     return RestoreReport(backup_id, rows, keys)
 
 
