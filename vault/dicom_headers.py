@@ -86,10 +86,7 @@ def read_header(source: BinaryIO) -> Dataset:
     Raises:
         InvalidInput: the header is unreadable or larger than :data:`HEADER_LIMIT`.
     """
-    try:
-        return pydicom.dcmread(_Rewindable(source), stop_before_pixels=True)
-    except (pydicom.errors.InvalidDicomError, EOFError, ValueError) as exc:
-        raise InvalidInput("the stored object's header could not be read") from exc
+    return read_header_and_rest(source)[0]
 
 
 def read_header_and_rest(source: BinaryIO) -> tuple[Dataset, bytes]:
