@@ -23,6 +23,7 @@ from crypto.errors import KeyDestroyedError, KeyProviderError
 from crypto.keys import DataKey, KeyProvider, MacKey, _material
 from crypto.providers import build_key_provider
 from crypto.providers.local import LocalKeyProvider
+from vault.core import Vault, open_vault
 from vault.settings import KeySettings, LocalKeySettings
 
 PERIOD = "2026-11"
@@ -402,6 +403,24 @@ class TestLocalKeyFile:
         directory.chmod(0o777)
         with pytest.raises(KeyProviderError):
             LocalKeyProvider(directory / "kek.json")
+
+    def test_a_missing_key_file_is_not_made_when_creation_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "keys" / "kek.json"
+        with pytest.raises(KeyProviderError, match="missing"):
+            LocalKeyProvider(path, create=False)
+        assert not path.exists()
+
+    def test_a_vault_whose_key_file_is_missing_does_not_make_a_new_one(
+        self, embedded_vault: Vault
+    ) -> None:
+        with embedded_vault.catalog.session() as session:
+            embedded_vault.keyring.persist(session, embedded_vault.keyring.generate())
+        path = embedded_vault.settings.keys.local.path
+        assert path is not None
+        path.rename(path.with_name("kek.json.unmounted"))
+        with pytest.raises(KeyProviderError, match="missing"):
+            open_vault(embedded_vault.settings, clock=embedded_vault.clock)
+        assert not path.exists()
 
     def test_destroyed_kek_is_removed_from_the_file(self, tmp_path: Path) -> None:
         path = tmp_path / "keys" / "kek.json"

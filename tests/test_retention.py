@@ -31,7 +31,7 @@ from vault.clock import FrozenClock
 from vault.core import Vault
 from vault.errors import InvalidInput, NotFound, StorageUnavailable, UnderLegalHold
 from vault.holds import lift_hold, list_holds, place_hold
-from vault.key_envelopes import read_envelope
+from vault.key_envelopes import delete_envelope, read_envelope
 from vault.key_periods import Sealer, sealed_under
 from vault.objects import StoredObject, open_decrypted
 from vault.reader import open_instance
@@ -536,6 +536,45 @@ class TestInterruptedShredding:
         with pytest.raises(KeyDestroyedError):
             opens(vault, copy)
 
+    def test_a_damaged_key_row_of_a_survivor_does_not_stop_the_sealing(
+        self, embedded_case: CaseContext
+    ) -> None:
+        vault = embedded_case.vault
+        erased = ingest_study(embedded_case, seed=54)
+        damaged = ingest_study(embedded_case, seed=55)
+        copy = wrapped_copy(vault, erased)
+        damage_key_row(vault, damaged)
+
+        erase_study(vault, erased, actor="cli")
+
+        assert not period_row_by_key(vault, copy[0]).needs_rotation
+        with pytest.raises(KeyDestroyedError):
+            opens(vault, copy)
+        assert all(readable(vault, i) for i in instance_ids(vault, damaged))
+
+    def test_a_period_that_cannot_be_sealed_does_not_hold_back_the_others(
+        self, embedded_case: CaseContext
+    ) -> None:
+        vault = embedded_case.vault
+        stuck = ingest_study(embedded_case, seed=56)
+        broken = ingest_study(embedded_case, seed=57)
+        advance(vault, timedelta(days=32))
+        erased = ingest_study(embedded_case, seed=58)
+        ingest_study(embedded_case, seed=59)
+        copy = wrapped_copy(vault, erased)
+        damage_key_row(vault, broken)
+        assert vault.keyring.envelopes is not None
+        delete_envelope(vault.keyring.envelopes, wrapped_copy(vault, broken)[0])
+
+        erase_study(vault, stuck, actor="cli")
+        erase_study(vault, erased, actor="cli")
+
+        assert period_row(vault, broken).needs_rotation
+        with pytest.raises(KeyDestroyedError):
+            opens(vault, copy)
+        with pytest.raises(KeyProviderError):
+            vault.keyring.seal_periods()
+
     def test_objects_the_store_could_not_delete_are_deleted_by_the_daily_run(
         self, embedded_case: CaseContext, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -554,6 +593,13 @@ class TestInterruptedShredding:
         assert set(vault.store.iter_keys()) == set()
         with vault.catalog.session() as session:
             assert session.scalars(select(PendingDeletion)).all() == []
+
+
+def damage_key_row(vault: Vault, study_id: str) -> None:
+    """Flip the last bit of the study's sealed data key in the catalog (bit rot, a stray UPDATE)."""
+    with vault.catalog.session() as session:
+        record = session.get(DataKeyRecord, session.get(Study, study_id).data_key_id)
+        record.wrapped = record.wrapped[:-1] + bytes([record.wrapped[-1] ^ 1])
 
 
 def period_row_by_key(vault: Vault, key_id: str) -> KeyPeriod:

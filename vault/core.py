@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from crypto.keys import KeyProvider
 from crypto.providers import build_key_provider
 from vault.audit import AuditLog
 from vault.catalog.db import Catalog, open_catalog
 from vault.catalog.index import INDEX_KEY_PURPOSE, UidIndex
+from vault.catalog.models import DataKeyRecord
 from vault.clock import Clock, SystemClock
 from vault.keyring import Keyring
 from vault.settings import Settings
@@ -42,10 +45,14 @@ def open_vault(
     provider: KeyProvider | None = None,
     store: ObjectStore | None = None,
 ) -> Vault:
-    """Build the vault's parts from ``settings`` (parts given here win)."""
+    """Build the vault's parts from ``settings`` (parts given here win).
+
+    A catalog that holds data keys never gets a new local key file: a missing
+    one is refused (``KeyProviderError``) rather than replaced.
+    """
     clock = clock or SystemClock()
     catalog = open_catalog(settings.catalog.url or "", echo=settings.catalog.echo)
-    provider = provider or build_key_provider(settings.keys)
+    provider = provider or build_key_provider(settings.keys, create=not _holds_keys(catalog))
     store = store or build_store(settings.store)
     return Vault(
         settings=settings,
@@ -56,3 +63,9 @@ def open_vault(
         audit=AuditLog(catalog, clock),
         clock=clock,
     )
+
+
+def _holds_keys(catalog: Catalog) -> bool:
+    """Whether any data key was ever recorded (so keys were wrapped under the provider)."""
+    with catalog.read_session() as session:
+        return session.scalar(select(DataKeyRecord.id).limit(1)) is not None

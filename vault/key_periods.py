@@ -36,7 +36,14 @@ from vault.catalog.db import Catalog
 from vault.catalog.key_periods import KeyPeriod, PeriodMember
 from vault.catalog.models import DataKeyRecord
 from vault.clock import Clock
-from vault.key_envelopes import Envelope, pack_sealed, unpack_sealed, write_envelope
+from vault.errors import StorageUnavailable
+from vault.key_envelopes import (
+    Envelope,
+    pack_sealed,
+    read_envelope,
+    unpack_sealed,
+    write_envelope,
+)
 from vault.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -92,6 +99,33 @@ class Sealer:
         """The same wrapped DEK, sealed under ``period_kek_id`` instead."""
         seal = self.provider.seal(period_kek_id, key_id, self._inner(key_id, wrapped))
         return pack_sealed(period_kek_id, seal)
+
+    def reseal_either(
+        self, key_id: str, kek_id: str, wrapped: bytes, period_kek_id: str
+    ) -> tuple[str, bytes]:
+        """(KEK id, sealed form) of the key re-sealed under ``period_kek_id``.
+
+        From the catalog's form (``kek_id``, ``wrapped``), or, if the provider
+        refuses that one (a damaged row), from the key's envelope: the other
+        copy of the same form.
+
+        Raises:
+            KeyDestroyedError: the catalog's form is sealed under a destroyed generation.
+            KeyProviderError: neither copy could be re-sealed (the catalog form's error;
+                the envelope never makes a key count as destroyed).
+        """
+        try:
+            return kek_id, self.reseal(key_id, wrapped, period_kek_id)
+        except KeyProviderError as refused:
+            envelope = read_envelope(self.envelopes, key_id) if self.envelopes else None
+            if envelope is None or (envelope.kek_id, envelope.wrapped) == (kek_id, wrapped):
+                raise
+            try:
+                resealed = self.reseal(key_id, envelope.wrapped, period_kek_id)
+            except (KeyProviderError, KeyDestroyedError):
+                raise refused from None
+        log.warning("a data key's catalog form was refused; re-sealed from its envelope")
+        return envelope.kek_id, resealed
 
     def keep_envelope(self, key_id: str, kek_id: str, wrapped: bytes) -> None:
         """Write the envelope of a key whose wrapped form is now ``wrapped``."""
@@ -157,7 +191,11 @@ class PeriodRotation:
             row.needs_rotation = True
 
     def run(self) -> RotationReport:
-        """Rotate every period marked, destroy empty past ones, retire old generations."""
+        """Rotate every period marked, destroy empty past ones, retire old generations.
+
+        A period that cannot be sealed now does not hold back the others: its
+        error is raised once every other period is done.
+        """
         now = self._clock.now()
         self._mark_empty_past_periods(period_of(now))
         counts = {"rotated": 0, "destroyed": 0, "resealed": 0}
@@ -169,11 +207,19 @@ class PeriodRotation:
                     .order_by(KeyPeriod.period)
                 )
             )
+        failure: KeyProviderError | StorageUnavailable | None = None
         for period in due:
-            outcome, resealed = self._rotate(period, now)
+            try:
+                outcome, resealed = self._rotate(period, now)
+                self._retire(period)
+            except (KeyProviderError, StorageUnavailable) as exc:
+                log.warning("key period %s not sealed yet (%s)", period, exc.reason)
+                failure = failure or exc
+                continue
             counts[outcome] = counts.get(outcome, 0) + 1
             counts["resealed"] += resealed
-            self._retire(period)
+        if failure is not None:
+            raise failure
         return RotationReport(counts["rotated"], counts["destroyed"], counts["resealed"])
 
     def _rotate(self, period: str, now: datetime) -> tuple[str, int]:
@@ -197,7 +243,9 @@ class PeriodRotation:
         if record.wrapped is None or record.kek_id is None:
             return 0
         try:
-            record.wrapped = self._sealer.reseal(record.id, record.wrapped, new)
+            record.kek_id, record.wrapped = self._sealer.reseal_either(
+                record.id, record.kek_id, record.wrapped, new
+            )
         except KeyDestroyedError:
             log.warning("a data key of a rotated period was unreadable already; marked destroyed")
             record.wrapped, record.kek_id, record.destroyed_at = None, None, now

@@ -26,13 +26,16 @@ from vault.settings import KeySettings
 __all__ = ["build_key_provider"]
 
 
-def build_key_provider(settings: KeySettings) -> KeyProvider:
+def build_key_provider(settings: KeySettings, *, create: bool = True) -> KeyProvider:
     """The key provider named by ``settings.provider``, ready to use.
 
     Parameters
     ----------
     settings
         The ``keys`` section of the settings.
+    create
+        Whether the ``local`` provider may make its key file if it is
+        missing; false once the catalog holds keys wrapped under it.
 
     Returns
     -------
@@ -54,4 +57,4 @@ def build_key_provider(settings: KeySettings) -> KeyProvider:
         return TransitKeyProvider.from_settings(settings.transit)
     from crypto.providers.local import LocalKeyProvider
 
-    return LocalKeyProvider.from_settings(settings.local)
+    return LocalKeyProvider.from_settings(settings.local, create=create)

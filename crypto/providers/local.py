@@ -79,31 +79,40 @@ class LocalKeyProvider(LocalPeriodKeys):
     ----------
     path
         The key file. It and its directory are created on first use.
+    create
+        Whether a missing key file may be made. Refuse it (``False``) once
+        keys were wrapped under the file: a new one would hide the real one
+        (a volume not mounted) behind keys that no stored data needs.
 
     Raises
     ------
     KeyProviderError
         The key file is accessible by group or others, or malformed, or its
-        directory is writable by others.
+        directory is writable by others, or it is missing and ``create`` is false.
     """
 
     name = "local"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self._path = Path(path)
         self._lock = threading.Lock()
         self._content: _keyfile.KeyFile | None = None
         self._signature: tuple[int, int, int] | None = None
+        if not create and not self._path.exists():
+            raise KeyProviderError(
+                "the local key file is missing, and keys were wrapped under it: "
+                "restore it (or mount its volume); a new one cannot open them"
+            )
         _keyfile.ensure_private_directory(self._path.parent)
         self._create_if_missing()
         self._state()
 
     @classmethod
-    def from_settings(cls, settings: LocalKeySettings) -> LocalKeyProvider:
+    def from_settings(cls, settings: LocalKeySettings, *, create: bool = True) -> LocalKeyProvider:
         """Build the provider from the ``keys.local`` settings section."""
         if settings.path is None:
             raise KeyProviderError("no local key file path is configured")
-        return cls(settings.path)
+        return cls(settings.path, create=create)
 
     def __repr__(self) -> str:
         return f"LocalKeyProvider(path={str(self._path)!r})"
