@@ -400,11 +400,11 @@ class TestIdempotentRerun:
         calls = {"n": 0}
         real = engine.deidentify_bytes
 
-        def crash_on_third(data: bytes):
+        def crash_on_third(data: bytes, **options: Any):
             calls["n"] += 1
             if calls["n"] == 3:
                 raise RuntimeError("worker crashed")
-            return real(data)
+            return real(data, **options)
 
         engine.deidentify_bytes = crash_on_third  # type: ignore[method-assign]
         with pytest.raises(RuntimeError):
