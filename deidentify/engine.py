@@ -5,17 +5,20 @@ deployment's :class:`~deidentify.pseudonyms.PseudonymKeys`. For each
 instance it first checks for burned-in text (:mod:`deidentify.burned_in`,
 quarantine), then walks the encoded data set applying Table E.1-1 as the
 profile resolves it (:mod:`deidentify._walk`), replaces the patient's name and
-ID by the pseudonym, rebuilds the file meta around the new SOP Instance UID,
-and records what was done in Patient Identity Removed (0012,0062),
-De-identification Method (0012,0063), its Code Sequence (0012,0064) and
-Longitudinal Temporal Information Modified (0028,0303). Last, it checks that
+ID by the pseudonym (of the patient ID in the domain the caller's
+:class:`~deidentify.pseudonyms.DomainResolver` gives, which also keys the date
+shift), rebuilds the file meta around the new SOP Instance UID, and records
+what was done in Patient Identity Removed (0012,0062), De-identification
+Method (0012,0063), its Code Sequence (0012,0064) and Longitudinal Temporal
+Information Modified (0028,0303). Last, it checks that
 no identifier of the patient is left in the result (:mod:`deidentify.residual`,
 quarantine).
 
 Example
 -------
 >>> engine = Deidentifier(Profile(), PseudonymKeys(provider.mac_key("pseudonym")))  # doctest: +SKIP
->>> outcome = engine.deidentify_bytes(part10_bytes)  # doctest: +SKIP
+>>> rule = DomainResolver(organisation_id, registered_issuers)  # doctest: +SKIP
+>>> outcome = engine.deidentify_bytes(part10_bytes, domains=rule)  # doctest: +SKIP
 >>> outcome.encoded if outcome.ok else outcome.quarantine.code  # doctest: +SKIP
 """
 
@@ -46,7 +49,7 @@ from deidentify._walk import Chunk, Walk
 from deidentify.burned_in import burned_in_risk
 from deidentify.outcome import AttributeChange, DeidOutcome, QuarantineReason, ReportAction
 from deidentify.profile import Profile
-from deidentify.pseudonyms import PseudonymKeys
+from deidentify.pseudonyms import NO_ORGANISATION, DomainResolver, PseudonymKeys
 from deidentify.residual import identifiers_of, residual_identifier
 from deidentify.table import compile_rules
 
@@ -85,10 +88,14 @@ class Deidentifier:
         self.keys = keys
         self._rules = compile_rules(profile)
 
-    def deidentify_bytes(self, data: bytes) -> DeidOutcome:
+    def deidentify_bytes(
+        self, data: bytes, *, domains: DomainResolver = NO_ORGANISATION
+    ) -> DeidOutcome:
         """De-identify one Part 10 file; the result's ``encoded`` holds the new file.
 
-        Input that is not well-formed DICOM is quarantined with a reason
+        ``domains`` resolves the patient ID's domain (the study's organisation
+        and the registered issuers); without it an ID with no issuer is
+        ``unaffiliated``. Input that is not well-formed DICOM is quarantined with a reason
         (``unreadable``), never passed on and never raised.
         """
         try:
@@ -96,7 +103,7 @@ class Deidentifier:
         except MalformedError:
             return DeidOutcome(quarantine=QuarantineReason("unreadable", "not well-formed DICOM"))
         header = _Header(part10.buffer, part10.dataset)
-        pseudonym = self._pseudonym(header)
+        pseudonym = self._pseudonym(header, domains)
         reason = burned_in_risk(header)
         if reason is not None:
             return DeidOutcome(quarantine=reason, pseudonym=pseudonym)
@@ -106,7 +113,7 @@ class Deidentifier:
             self.profile.private_safelist,
             self.keys.uid,
             pseudonym,
-            self._offset(header),
+            self._offset(header, domains),
         )
         try:
             chunks = walk.level(part10.dataset)
@@ -135,7 +142,7 @@ class Deidentifier:
             sop_instance_uid=self.keys.uid(header.text(_SOP_INSTANCE)) or None,
         )
 
-    def deidentify(self, ds: Dataset) -> DeidOutcome:
+    def deidentify(self, ds: Dataset, *, domains: DomainResolver = NO_ORGANISATION) -> DeidOutcome:
         """De-identify a pydicom dataset (left unchanged); see :meth:`deidentify_bytes`.
 
         The dataset is encoded first (with its ``file_meta``, or Explicit VR
@@ -152,23 +159,24 @@ class Deidentifier:
                 del ds.file_meta
             else:
                 ds.file_meta = original_meta
-        return self.deidentify_bytes(buffer.getvalue())
+        return self.deidentify_bytes(buffer.getvalue(), domains=domains)
 
     # --- identity -------------------------------------------------------
 
-    def _pseudonym(self, header: _Header) -> str:
+    def _pseudonym(self, header: _Header, domains: DomainResolver) -> str:
         patient_id = header.text(_PATIENT_ID)
         if patient_id:
-            return self.keys.pseudonym(patient_id, header.text(_ISSUER))
+            return self.keys.pseudonym(patient_id, domains.domain(header.text(_ISSUER)))
         return self.keys.study_pseudonym(header.text(_STUDY_UID))
 
-    def _offset(self, header: _Header) -> timedelta | None:
+    def _offset(self, header: _Header, domains: DomainResolver) -> timedelta | None:
+        """The patient's date shift: the same identity as :meth:`_pseudonym`."""
         if not self.profile.retain_modified_dates:
             return None
         patient_id = header.text(_PATIENT_ID)
         if patient_id:
-            return self.keys.date_offset((patient_id, header.text(_ISSUER)))
-        return self.keys.date_offset(("study", header.text(_STUDY_UID)))
+            return self.keys.date_offset(patient_id, domains.domain(header.text(_ISSUER)))
+        return self.keys.study_date_offset(header.text(_STUDY_UID))
 
     # --- what the output says about itself ------------------------------
 

@@ -8,8 +8,15 @@ request, ``deidentification-report.json`` records the profile, the key id
 and, per attribute, how many times it was removed, emptied, replaced,
 shifted, cleaned or kept, with no value and no input path in it.
 
-The CLI (``dicom-vault deidentify IN... --out DIR [--report]``) calls
-:func:`run` with the deployment's pseudonym key.
+The CLI (``dicom-vault deidentify IN... --out DIR [--report] [--organisation
+NAME]``) calls :func:`run` with the deployment's pseudonym key and the
+catalog's registered issuers. Offline files have no organisation of their
+own: ``--organisation`` names the one they come from, so a patient ID without
+issuer gets the pseudonym and date offset the pipeline gives it for that
+organisation's studies. Without it (the default) such IDs are in one
+``unaffiliated`` domain, shared by every offline run without
+``--organisation`` and by no organisation; IDs with an issuer resolve as in
+the pipeline (:mod:`deidentify.pseudonyms`).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from crypto.keys import MacKey
 from deidentify.engine import Deidentifier
 from deidentify.outcome import DeidOutcome, QuarantineReason
 from deidentify.profile import Profile
-from deidentify.pseudonyms import PseudonymKeys
+from deidentify.pseudonyms import NO_ORGANISATION, DomainResolver, PseudonymKeys
 from deidentify.table import table_metadata
 
 REPORT_NAME = "deidentification-report.json"
@@ -83,11 +90,14 @@ class _Report:
             key = f"{change.tag_text} {_INDEX.sub('[]', change.path)}"
             self.attributes.setdefault(key, Counter())[change.action.value] += 1
 
-    def write(self, path: Path, engine: Deidentifier, summary: OfflineSummary) -> None:
+    def write(
+        self, path: Path, engine: Deidentifier, summary: OfflineSummary, domains: DomainResolver
+    ) -> None:
         document = {
             "profile": [code.meaning for code in engine.profile.method_codes],
             "method_codes": [code.value for code in engine.profile.method_codes],
             "pseudonym_key_id": engine.keys.key_id,
+            "organisation_id": domains.organisation_id,
             "table": {k: table_metadata()[k] for k in ("edition", "generated_by")},
             "instances_written": self.instances,
             "instances_quarantined": summary.quarantine_counts(),
@@ -102,6 +112,7 @@ def deidentify_paths(
     *,
     profile: Profile,
     keys: PseudonymKeys,
+    domains: DomainResolver = NO_ORGANISATION,
     report: bool = False,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> OfflineSummary:
@@ -115,6 +126,10 @@ def deidentify_paths(
         Output folder, created if needed.
     profile, keys:
         The profile and pseudonym keys, as the pipeline uses them.
+    domains:
+        How patient IDs resolve to domains: the organisation the files come
+        from, if known, and the registered issuers (none by default: IDs
+        without issuer are ``unaffiliated``).
     report:
         Also write ``out/deidentification-report.json``.
     max_file_bytes:
@@ -133,7 +148,7 @@ def deidentify_paths(
         if path.stat().st_size > max_file_bytes:
             summary.skipped.append(path)
             continue
-        outcome = engine.deidentify_bytes(path.read_bytes())
+        outcome = engine.deidentify_bytes(path.read_bytes(), domains=domains)
         if not outcome.ok or outcome.encoded is None:
             summary.quarantined.append((path, outcome.quarantine or _NO_OUTPUT))
             continue
@@ -144,7 +159,7 @@ def deidentify_paths(
         counts.add(outcome)
     if report:
         summary.report_path = out / REPORT_NAME
-        counts.write(summary.report_path, engine, summary)
+        counts.write(summary.report_path, engine, summary, domains)
     return summary
 
 
@@ -158,12 +173,20 @@ def run(
     mac_key: MacKey,
     report: bool = False,
     profile: Profile | None = None,
+    domains: DomainResolver = NO_ORGANISATION,
 ) -> OfflineSummary:
     """The CLI's entry: :func:`deidentify_paths` with the deployment's pseudonym key.
 
-    ``mac_key`` is ``provider.mac_key("pseudonym")``, so offline outputs carry
-    the same pseudonyms and UIDs as the pipeline's.
+    ``mac_key`` is ``provider.mac_key("pseudonym")`` and ``domains`` the
+    catalog's registered issuers (with the organisation the files come from,
+    if given), so offline outputs carry the same pseudonyms and UIDs as the
+    pipeline's.
     """
     return deidentify_paths(
-        inputs, out, profile=profile or Profile(), keys=PseudonymKeys(mac_key), report=report
+        inputs,
+        out,
+        profile=profile or Profile(),
+        keys=PseudonymKeys(mac_key),
+        domains=domains,
+        report=report,
     )

@@ -4,10 +4,12 @@
 the study's :class:`~vault.catalog.deid.PseudonymisedStudy` row (``running``),
 gives the copy a data key of its own, then for every original instance not
 yet handled reads it through :func:`vault.reader.open_instance`, runs the
-engine, and either writes the pseudonymised file with
-:func:`vault.objects.write_encrypted` under the copy's key and catalogues it
-(``done``), or catalogues the engine's quarantine reason and stores nothing.
-Each instance is committed on its own, so a run interrupted mid-study
+engine with the study's patient-ID domains (its organisation and the issuers
+registered in :mod:`vault.issuers`, read once per run), and either writes
+the pseudonymised file with :func:`vault.objects.write_encrypted` under the
+copy's key and catalogues it (``done``), or catalogues the engine's
+quarantine reason and stores nothing. Each instance is committed on its
+own, so a run interrupted mid-study
 resumes where it stopped; a stored object whose catalogue row could not be
 committed is deleted at once. A study whose instances are all handled is
 left as it is: running it again adds no row and no object.
@@ -40,12 +42,13 @@ from crypto.keys import DataKey
 from deidentify.engine import Deidentifier
 from deidentify.outcome import DeidOutcome
 from deidentify.profile import Profile
-from deidentify.pseudonyms import PseudonymKeys
+from deidentify.pseudonyms import DomainResolver, PseudonymKeys
 from vault.audit import AuditRecord
 from vault.catalog.deid import FINAL_STATES, PseudonymisedInstance, PseudonymisedStudy
 from vault.catalog.models import Instance, Study
 from vault.core import Vault
 from vault.errors import NotFound, StorageUnavailable
+from vault.issuers import registered_issuers
 from vault.objects import StoredObject, write_encrypted
 from vault.reader import open_instance
 
@@ -85,6 +88,7 @@ class _Claim:
     pseudonym: str | None
     pseudo_study_uid: str | None
     finished: bool
+    domains: DomainResolver
 
 
 def engine_for(vault: Vault) -> Deidentifier:
@@ -92,6 +96,19 @@ def engine_for(vault: Vault) -> Deidentifier:
     settings = vault.settings.deidentify
     mac_key = vault.keyring.provider.mac_key(settings.pseudonym_key_purpose)
     return Deidentifier(Profile.from_settings(settings), PseudonymKeys(mac_key))
+
+
+def study_domains(session: Session, study_id: str) -> DomainResolver:
+    """How the patient IDs of ``study_id`` resolve to domains: its organisation's id
+    and every registered issuer (:mod:`vault.issuers`).
+
+    Raises:
+        NotFound: no such study.
+    """
+    study = session.get(Study, study_id)
+    if study is None:
+        raise NotFound("no such study")
+    return DomainResolver(study.organisation_id, registered_issuers(session))
 
 
 def queue_study(vault: Vault, study_id: str) -> str:
@@ -201,7 +218,10 @@ class StudyDeidentifier:
                 row.state, row.reason = "running", None
                 row.started_at = self._vault.clock.now()
                 row.attempts += 1
-            return _Claim(row.id, row.data_key_id, row.pseudonym, row.pseudo_study_uid, finished)
+            domains = study_domains(session, study_id)
+            return _Claim(
+                row.id, row.data_key_id, row.pseudonym, row.pseudo_study_uid, finished, domains
+            )
 
     def _copy_key(self, claim: _Claim) -> DataKey:
         """The copy's own data key: created on its first run, reopened afterwards."""
@@ -226,7 +246,7 @@ class StudyDeidentifier:
 
     def _one(self, claim: _Claim, key: DataKey, instance_id: str, sop_class_uid: str) -> None:
         with open_instance(self._vault, instance_id) as original:
-            outcome = self._engine.deidentify_bytes(original.read())
+            outcome = self._engine.deidentify_bytes(original.read(), domains=claim.domains)
         row = PseudonymisedInstance(
             pseudo_study_id=claim.pseudo_id,
             source_instance_id=instance_id,

@@ -27,7 +27,7 @@ from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 from sqlalchemy import select
 
 from crypto.errors import IntegrityError
-from deidentify import pseudonym
+from deidentify import PatientIdDomain, pseudonym
 from deidentify.pipeline import StudyDeidentifier, engine_for
 from deidentify.tasks import TASK_NAME, VaultCelery, create_celery_app, register_deidentification
 from dicom_ingest import IngestPipeline, ValidationPolicy
@@ -346,7 +346,8 @@ class TestPseudonymConsistency:
     def test_pseudonym_comes_from_the_providers_pseudonym_key(self, settled_copy, patient):
         vault, study_id = settled_copy
         mac_key = vault.keyring.provider.mac_key("pseudonym")
-        expected = pseudonym(mac_key, patient.patient_id, patient.issuer_of_patient_id)
+        issuer = PatientIdDomain.of_issuer(patient.issuer_of_patient_id)  # registered by none
+        expected = pseudonym(mac_key, patient.patient_id, issuer)
         assert copy_of(vault, study_id)[0].pseudonym == expected
 
 
@@ -399,11 +400,11 @@ class TestIdempotentRerun:
         calls = {"n": 0}
         real = engine.deidentify_bytes
 
-        def crash_on_third(data: bytes):
+        def crash_on_third(data: bytes, **options: Any):
             calls["n"] += 1
             if calls["n"] == 3:
                 raise RuntimeError("worker crashed")
-            return real(data)
+            return real(data, **options)
 
         engine.deidentify_bytes = crash_on_third  # type: ignore[method-assign]
         with pytest.raises(RuntimeError):
@@ -627,7 +628,8 @@ class TestCommandLine:
         written = sorted(out.rglob("*.dcm"))
         assert len(written) == 5
         mac_key = vault.keyring.provider.mac_key("pseudonym")
-        expected = pseudonym(mac_key, patient.patient_id, patient.issuer_of_patient_id)
+        issuer = PatientIdDomain.of_issuer(patient.issuer_of_patient_id)  # registered by none
+        expected = pseudonym(mac_key, patient.patient_id, issuer)
         assert {path.relative_to(out).parts[0] for path in written} == {expected}
         assert (out / "deidentification-report.json").is_file()
         for path in written:

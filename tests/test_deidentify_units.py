@@ -6,14 +6,15 @@ from datetime import timedelta
 
 import pytest
 
-from deidentify import PrivateTag, Profile, pseudonym
+from deidentify import DomainResolver, PatientIdDomain, PrivateTag, Profile, pseudonym
 from deidentify.dates import shift_date, shift_datetime, shift_pair, shift_time
 from deidentify.descriptors import clean_descriptor
-from deidentify.pseudonyms import PSEUDONYM_PREFIX, date_offset, keyed_uid
+from deidentify.pseudonyms import PSEUDONYM_PREFIX, UNAFFILIATED, date_offset, keyed_uid
 from tests.deidentify_support import FixedMacKey
 
 BACK = timedelta(days=-400, seconds=11 * 3600)  # 400 days back, 11 hours later in the day
 KEY = FixedMacKey()
+HOSP = PatientIdDomain.of_issuer("HOSP")
 
 
 class TestDateShifting:
@@ -89,16 +90,23 @@ class TestDescriptorCleaning:
 
 class TestKeyedValues:
     def test_pseudonym_format_and_stability(self) -> None:
-        first = pseudonym(KEY, "PQX4417093", "HOSP")
-        assert first == pseudonym(KEY, " PQX4417093\0", "HOSP ")
+        first = pseudonym(KEY, "PQX4417093", HOSP)
+        assert first == pseudonym(KEY, " PQX4417093\0", PatientIdDomain.of_issuer("HOSP \0"))
         assert first.startswith(PSEUDONYM_PREFIX) and len(first) == len(PSEUDONYM_PREFIX) + 16
 
-    def test_issuer_and_field_boundaries_matter(self) -> None:
-        assert pseudonym(KEY, "123", "A") != pseudonym(KEY, "123", "B")
-        assert pseudonym(KEY, "12", "3A") != pseudonym(KEY, "123", "A")
+    def test_domain_and_field_boundaries_matter(self) -> None:
+        a, b = PatientIdDomain.of_issuer("A"), PatientIdDomain.of_issuer("B")
+        assert pseudonym(KEY, "123", a) != pseudonym(KEY, "123", b)
+        assert pseudonym(KEY, "12", PatientIdDomain.of_issuer("3A")) != pseudonym(KEY, "123", a)
+
+    def test_an_organisation_and_an_issuer_spelt_alike_are_two_domains(self) -> None:
+        organisation = PatientIdDomain.of_organisation("HOSP")
+        assert pseudonym(KEY, "123", organisation) != pseudonym(KEY, "123", HOSP)
+        assert date_offset(KEY, "123", organisation) != date_offset(KEY, "123", HOSP)
+        assert pseudonym(KEY, "123", UNAFFILIATED) != pseudonym(KEY, "123", HOSP)
 
     def test_ten_thousand_patients_get_ten_thousand_pseudonyms(self) -> None:
-        names = {pseudonym(KEY, f"P{n:06d}", "HOSP") for n in range(10_000)}
+        names = {pseudonym(KEY, f"P{n:06d}", HOSP) for n in range(10_000)}
         assert len(names) == 10_000
 
     def test_keyed_uid_is_a_2_25_uid_of_at_most_64_characters(self) -> None:
@@ -114,9 +122,30 @@ class TestKeyedValues:
             assert keyed_uid(KEY, uid) == uid
 
     def test_date_offset_is_one_to_ten_years_back(self) -> None:
-        offsets = [date_offset(KEY, (f"P{n}", "HOSP")) for n in range(200)]
+        offsets = [date_offset(KEY, f"P{n}", HOSP) for n in range(200)]
         assert all(timedelta(days=-3653) <= o <= timedelta(days=-365) for o in offsets)
         assert len(set(offsets)) == 200
+
+
+class TestDomainRule:
+    RULE = DomainResolver("org-a", {"HOSP-A": "org-a", "1.2.3.4.5": "org-a", "HOSP-B": "org-b"})
+
+    def test_no_issuer_and_a_registered_issuer_are_the_studys_organisation(self) -> None:
+        own = PatientIdDomain.of_organisation("org-a")
+        assert self.RULE.domain("") == self.RULE.domain(" HOSP-A \0") == own
+        assert self.RULE.domain("1.2.3.4.5") == own
+
+    def test_another_organisations_registered_issuer_is_that_organisation(self) -> None:
+        assert self.RULE.domain("HOSP-B") == PatientIdDomain.of_organisation("org-b")
+
+    def test_an_unregistered_issuer_is_a_domain_of_its_own(self) -> None:
+        assert self.RULE.domain("REGION-1") == PatientIdDomain.of_issuer("REGION-1")
+
+    def test_issuers_are_compared_with_their_case(self) -> None:
+        assert self.RULE.domain("hosp-a") == PatientIdDomain.of_issuer("hosp-a")
+
+    def test_no_issuer_without_an_organisation_is_unaffiliated(self) -> None:
+        assert DomainResolver(None, {"HOSP-A": "org-a"}).domain("") == UNAFFILIATED
 
 
 class TestProfile:

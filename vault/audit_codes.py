@@ -163,6 +163,8 @@ EVENT_KINDS: dict[str, EventKind] = {
     "admin.password-reset": _USER_CHANGE,
     "admin.user-disable": _USER_CHANGE,
     "admin.assign": _security(SECURITY_ROLES_CHANGED, "U"),
+    "admin.issuer-add": _security(SOFTWARE_CONFIGURATION, "C"),
+    "admin.issuer-remove": _security(SOFTWARE_CONFIGURATION, "D"),
     "admin.case-create": EventKind(ORDER_RECORD, (), "C", lifecycle="1"),
     "admin.pacs-create": _security(NETWORK_CONFIGURATION, "C"),
     "pacs.add": _security(NETWORK_CONFIGURATION, "C"),

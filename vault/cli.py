@@ -441,25 +441,45 @@ def deidentify(
     report: Annotated[
         bool, typer.Option(help="Also write deidentification-report.json (no values).")
     ] = False,
+    organisation: Annotated[
+        str | None,
+        typer.Option(
+            "--organisation",
+            help="The organisation the files come from: its patient IDs without issuer get"
+            " its pseudonyms (default: one 'unaffiliated' domain, no organisation's).",
+        ),
+    ] = None,
 ) -> None:
     """De-identify files offline with the deployment's profile and pseudonym key."""
     from deidentify.offline import run
     from deidentify.profile import Profile
+    from deidentify.pseudonyms import DomainResolver
+    from vault.admin import organisation_named
+    from vault.issuers import registered_issuers
 
     vault = _vault()
     settings = vault.settings.deidentify
+    try:
+        with vault.catalog.read_session() as session:
+            org_id = organisation_named(session, organisation).id if organisation else None
+            domains = DomainResolver(org_id, registered_issuers(session))
+    except VaultError as exc:
+        raise _fail(exc) from exc
     summary = run(
         inputs,
         out,
         mac_key=vault.keyring.provider.mac_key(settings.pseudonym_key_purpose),
         report=report,
         profile=Profile.from_settings(settings),
+        domains=domains,
     )
     counts = summary.quarantine_counts()
     vault.audit.record(
         AuditRecord(
             "cli",
             "deidentify.offline",
+            object_type="organisation" if org_id else None,
+            object_id=org_id,
             detail={"written": len(summary.written), "quarantined": sum(counts.values())},
         )
     )

@@ -83,7 +83,10 @@ def search_command(
     ref: Ref,
     patient_id: Annotated[str, typer.Option(help="The patient ID the person gave.")],
     issuer: Annotated[list[str] | None, typer.Option(help="Issuer(s) of that ID.")] = None,
-    organisation: Annotated[str | None, typer.Option(help="Only this organisation's id.")] = None,
+    organisation: Annotated[
+        str | None,
+        typer.Option(help="Only this organisation's id (its registered issuers searched too)."),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Check the header's name too.")] = None,
     birth_date: Annotated[str | None, typer.Option(help="Check the birth date too.")] = None,
 ) -> None:

@@ -4,7 +4,12 @@ The catalog holds no patient id in clear, only ``HMAC(index key, "patient" ||
 patient id || 0x00 || issuer)`` per study. The identifiers the requester
 gives are digested the same way (with each issuer given, and with none) and
 matched exactly: only studies carrying one of those digests are candidates,
-so nobody else's study is ever looked at.
+so nobody else's study is ever looked at. As pseudonyms do
+(:mod:`deidentify.pseudonyms`), the search takes a patient ID in its domain:
+an issuer an organisation registered (:mod:`vault.issuers`) stands for all
+that organisation's registered issuers, and so does the organisation given,
+so the studies its PACS sent with its issuer and those of its CD exports
+without one are found together.
 
 When the requester also gives a name or a birth date, each candidate study's
 header is read back through the one decrypting reader
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,6 +38,7 @@ from vault.catalog.models import Instance, Study
 from vault.core import Vault
 from vault.dsr import load, record_step, require_open
 from vault.errors import InvalidInput, VaultError
+from vault.issuers import registered_issuers
 from vault.reader import open_instance
 
 _DATE = re.compile(r"\d{8}")
@@ -77,10 +84,26 @@ class SearchOutcome:
     excluded: int
 
 
-def subject_digests(vault: Vault, given: SubjectIdentifiers) -> list[str]:
-    """The catalog digests the person's studies carry if they match ``given``."""
-    keys = [f"{given.patient_id}\x00{issuer}" for issuer in ("", *given.issuers)]
+def subject_digests(
+    vault: Vault, given: SubjectIdentifiers, registered: Mapping[str, str] | None = None
+) -> list[str]:
+    """The catalog digests the person's studies carry if they match ``given``.
+
+    ``registered`` maps each registered issuer to its organisation's id
+    (:func:`vault.issuers.registered_issuers`): the issuers of every
+    organisation given, or owning an issuer given, are searched too.
+    """
+    issuers = {"", *given.issuers, *_same_domain(given, registered or {})}
+    keys = [f"{given.patient_id}\x00{issuer}" for issuer in issuers]
     return sorted({vault.index.digest("patient", key) for key in keys})
+
+
+def _same_domain(given: SubjectIdentifiers, registered: Mapping[str, str]) -> set[str]:
+    """The registered issuers in the same organisation domain as what was given."""
+    owners = {registered[issuer] for issuer in given.issuers if issuer in registered}
+    if given.organisation_id:
+        owners.add(given.organisation_id)
+    return {issuer for issuer, owner in registered.items() if owner in owners}
 
 
 def _name_tokens(value: str) -> set[str]:
@@ -147,9 +170,9 @@ def find_subject_studies(
         InvalidInput: unusable identifiers.
     """
     given = given.checked()
-    digests = subject_digests(vault, given)
     with vault.catalog.read_session() as session:
         require_open(load(session, ref))
+        digests = subject_digests(vault, given, registered_issuers(session))
         candidates = _candidates(session, digests, given.organisation_id)
     matched = [study_id for study_id in candidates if _confirmed(vault, study_id, given)]
     with vault.catalog.session() as session:

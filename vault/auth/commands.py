@@ -1,5 +1,6 @@
 """The ``dicom-vault admin`` commands: users, password links, assignments, tokens,
-and the listings of organisations, users and tokens (:mod:`vault.auth.list_commands`).
+the listings of organisations, users and tokens (:mod:`vault.auth.list_commands`),
+and organisations' patient-ID issuers (:mod:`vault.issuer_commands`).
 
 Tokens are an engineer's (``create-token``, scope ``read:pseudonymised``) or
 an administrator's for a Prometheus scraper (``metrics-token``, scope
@@ -34,13 +35,18 @@ from vault.command_support import (
 )
 from vault.core import Vault, open_vault
 from vault.errors import InvalidInput, VaultError
+from vault.issuer_commands import add_issuer, list_issuers, remove_issuer
 
 admin_app = typer.Typer(
-    help="Accounts: organisations, users, password links, case assignments, API tokens."
+    help="Accounts: organisations, users, password links, case assignments, API tokens;"
+    " organisations' patient-ID issuers."
 )
 admin_app.command("list-organisations")(list_organisations)
 admin_app.command("list-users")(list_users)
 admin_app.command("list-tokens")(list_tokens)
+admin_app.command("add-issuer")(add_issuer)
+admin_app.command("remove-issuer")(remove_issuer)
+admin_app.command("list-issuers")(list_issuers)
 
 
 def _open() -> tuple[Vault, Authenticator]:

@@ -1,4 +1,5 @@
-"""The catalog's tables: organisations, cases, studies, series, instances, keys.
+"""The catalog's tables: organisations (and their issuers), cases, studies, series,
+instances, keys.
 
 The catalog holds no PHI in clear. Original DICOM UIDs and patient identifiers
 are kept only as keyed digests (:func:`vault.catalog.index.UidIndex`): they
@@ -104,6 +105,23 @@ class PacsNode(Base):
     host: Mapped[str | None] = mapped_column(String(255))
     cert_sha256: Mapped[str | None] = mapped_column(String(64))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class OrganisationIssuer(Base):
+    """An Issuer of Patient ID (0010,0021) an organisation's own systems write.
+
+    A patient ID with this issuer, or with none, at this organisation is in
+    the organisation's patient-ID domain (:mod:`deidentify.pseudonyms`). An
+    issuer is registered by one organisation at most; it is an organisation's
+    name for its ID space, not patient data.
+    """
+
+    __tablename__ = "organisation_issuers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    issuer: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
