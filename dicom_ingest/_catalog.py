@@ -22,6 +22,7 @@ from vault.case_rules import other_patient_in_case
 from vault.catalog.index import UidIndex
 from vault.catalog.models import DataKeyRecord, Instance, Organisation, Study
 from vault.errors import ConflictingResend, NotFound
+from vault.issuers import patient_key
 
 if TYPE_CHECKING:
     from dicom_ingest.pipeline import IngestResult
@@ -104,6 +105,7 @@ class StudyLookup:
     retention_days: int
     existing: StoredInstance | None
     other_patient_in_case: bool
+    patient_digest: str  # of the instance's patient (:func:`vault.issuers.patient_key`)
 
 
 def refuse_if_conflicting(stored_sha256: str, received_sha256: str) -> None:
@@ -120,7 +122,9 @@ def find_study(
     case_id: str | None,
 ) -> StudyLookup:
     """Look up the study, its data key, the instance and the case rules for ``facts``."""
-    other = other_patient_in_case(connection, case_id, index.digest("patient", facts.patient_key))
+    key = patient_key(connection, organisation_id, facts.patient_id, facts.issuer_of_patient_id)
+    patient = index.digest("patient", key)
+    other = other_patient_in_case(connection, case_id, patient)
     row = connection.execute(
         _LOOKUP,
         {
@@ -133,7 +137,7 @@ def find_study(
         retention = connection.execute(_RETENTION, {"organisation": organisation_id}).scalar()
         if retention is None:
             raise NotFound("no such organisation")
-        return StudyLookup(None, None, None, False, retention, None, other)
+        return StudyLookup(None, None, None, False, retention, None, other, patient)
     existing = None
     if row.instance_id is not None:
         existing = StoredInstance(row.instance_id, row.id, row.series_id, row.sha256, row.size)
@@ -145,4 +149,5 @@ def find_study(
         retention_days=DEFAULT_RETENTION_DAYS,  # only a new study needs its organisation's
         existing=existing,
         other_patient_in_case=other,
+        patient_digest=patient,
     )

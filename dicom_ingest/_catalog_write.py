@@ -139,7 +139,7 @@ def _study_id(connection: Connection, ctx: WriteContext, facts: InstanceFacts) -
             "organisation_id": origin.organisation_id,
             "case_id": origin.case_id,
             "study_uid_digest": digest,
-            "patient_digest": vault.index.digest("patient", facts.patient_key),
+            "patient_digest": ctx.lookup.patient_digest,
             "data_key_id": ctx.pending.key.key_id,
             "received_at": now,
             "last_instance_at": now,

@@ -58,7 +58,8 @@ class InstanceFacts:
     study_uid: str
     series_uid: str
     transfer_syntax_uid: str
-    patient_key: str
+    patient_id: str
+    issuer_of_patient_id: str
     modality: str | None
     rows: int | None
     columns: int | None
@@ -166,7 +167,8 @@ def _validate(header: InstanceHeader, policy: ValidationPolicy) -> InstanceFacts
         study_uid=study,
         series_uid=series,
         transfer_syntax_uid=header.transfer_syntax_uid,
-        patient_key=f"{ds.get('PatientID', '')}\x00{ds.get('IssuerOfPatientID', '')}",
+        patient_id=str(ds.get("PatientID", "") or ""),
+        issuer_of_patient_id=str(ds.get("IssuerOfPatientID", "") or ""),
         modality=str(ds.get("Modality", "")) or None,
         rows=ds.get("Rows"),
         columns=ds.get("Columns"),

@@ -27,6 +27,7 @@ from deidentify.pipeline import StudyDeidentifier
 from deidentify.pseudonyms import UNAFFILIATED
 from deidentify.reidentify import reidentify
 from dicom_ingest import IngestOrigin, IngestPipeline, ValidationPolicy
+from dicom_ingest.summary import summarise
 from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series, write_series
 from vault import dsr, issuers
 from vault.admin import create_case, get_or_create_organisation
@@ -36,7 +37,7 @@ from vault.catalog.models import AuditEvent, Base, Organisation, OrganisationIss
 from vault.cli import app
 from vault.core import Vault, open_vault
 from vault.dsr_search import SubjectIdentifiers, find_subject_studies
-from vault.errors import InvalidInput, NotFound
+from vault.errors import InvalidInput, NotFound, PolicyRefused
 from vault.objects import StoredObject, open_decrypted
 from vault.settings import Settings
 
@@ -82,6 +83,23 @@ class Hospital:
         ids = {self.pipeline.ingest(io.BytesIO(encode(ds)), origin).study_id for ds in series}
         (study_id,) = ids
         return study_id
+
+    def send_to_one_case(self, *patients: SyntheticPatient) -> list[str]:
+        """A two-slice study of each of ``patients`` into one new case; their instance ids.
+
+        Raises:
+            PolicyRefused: the case's one-patient rule refused a study.
+        """
+        self._cases += 1
+        with self.vault.catalog.session() as session:
+            org = session.get(Organisation, self.id)
+            case = create_case(session, f"{self.id[:8]}-{self._cases}-one", org)
+            origin = IngestOrigin("cli", "cli", self.id, case.id)
+        ids = []
+        for seed, patient in enumerate(patients, start=40):
+            for ds in make_ct_series(2, rows=16, columns=16, seed=seed, patient=patient):
+                ids.append(self.pipeline.ingest(io.BytesIO(encode(ds)), origin).instance_id)
+        return ids
 
     def copy(self, patient: SyntheticPatient, *, seed: int) -> Copy:
         """Send a study of ``patient`` and de-identify it."""
@@ -176,6 +194,45 @@ class TestOneOrganisation:
 
 
 # --- two organisations -----------------------------------------------------------------
+
+
+class TestOneCase:
+    """A case's one-patient rule and the upload summary follow the organisation's issuers."""
+
+    def test_a_cd_study_without_issuer_joins_the_pacs_study_of_its_patient(
+        self, hospital_a: Hospital
+    ) -> None:
+        hospital_a.register("HOSPA-MRN")
+        ids = hospital_a.send_to_one_case(on("20240110", "HOSPA-MRN"), on("20240301", ""))
+        summary = summarise(hospital_a.vault, ids)
+        assert len(summary.series) == 2
+        assert [w.code for w in summary.warnings] == []  # not "mixed-patients"
+
+    def test_without_the_registration_the_same_studies_are_two_patients(
+        self, hospital_a: Hospital
+    ) -> None:
+        with pytest.raises(PolicyRefused, match="another patient"):
+            hospital_a.send_to_one_case(on("20240110", "HOSPA-MRN"), on("20240301", ""))
+
+    def test_an_issuer_another_organisation_registered_is_still_another_patient_here(
+        self, hospital_a: Hospital, hospital_b: Hospital
+    ) -> None:
+        hospital_b.register("HOSPB-MRN")
+        with pytest.raises(PolicyRefused, match="another patient"):
+            hospital_a.send_to_one_case(on("20240110", "HOSPB-MRN"), on("20240301", ""))
+
+    def test_the_data_subject_search_finds_both_studies_of_the_case(
+        self, hospital_a: Hospital
+    ) -> None:
+        hospital_a.register("HOSPA-MRN")
+        hospital_a.send_to_one_case(on("20240110", "HOSPA-MRN"), on("20240301", ""))
+        vault = hospital_a.vault
+        for issuers_given in ((), ("HOSPA-MRN",)):
+            given = SubjectIdentifiers(PATIENT.patient_id, issuers=issuers_given)
+            request = dsr.open_request(
+                vault, kind="access", received_at=vault.clock.now(), actor=DPO
+            )
+            assert len(find_subject_studies(vault, request.id, given, actor=DPO).matched) == 2
 
 
 class TestTwoOrganisations:

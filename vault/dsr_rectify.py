@@ -40,6 +40,7 @@ from vault.catalog.models import Instance, Study
 from vault.core import Vault
 from vault.dsr import load, matched_study_ids, record_step, require_open, require_verified
 from vault.errors import InvalidInput, NotReady
+from vault.issuers import patient_key
 from vault.keyring import PendingKey
 from vault.objects import StoredObject, write_encrypted
 from vault.reader import open_instance
@@ -166,7 +167,7 @@ class _StudyRectifier:
             study.data_key_id = pending.key.key_id
             study.total_bytes = sum(item.stored.size for item in written)
             if written:
-                study.patient_digest = vault.index.digest("patient", written[0].facts.patient_key)
+                study.patient_digest = _patient_digest(vault, session, study, written[0].facts)
             garbage += _discard_copy(vault, session, study_id, old_keys)
             for key_id in sorted(k for k in old_keys if k):
                 vault.keyring.destroy(key_id, session=session)
@@ -190,6 +191,14 @@ class _StudyRectifier:
             detail=detail,
             remote=self._remote,
         )
+
+
+def _patient_digest(vault: Vault, session: Session, study: Study, facts: InstanceFacts) -> str:
+    """The corrected study's patient digest, as ingest makes it (an own issuer as none)."""
+    key = patient_key(
+        session.connection(), study.organisation_id, facts.patient_id, facts.issuer_of_patient_id
+    )
+    return vault.index.digest("patient", key)
 
 
 def _instance_ids(session: Session, study_id: str) -> list[str]:

@@ -4,8 +4,9 @@ A patient's pseudonym and date offset come from (patient ID, patient-ID
 domain) (:mod:`deidentify.pseudonyms`): a patient ID without issuer, or with
 an issuer its organisation registered here, is in that organisation's
 domain, so a hospital whose PACS writes its issuer and whose CD exports do
-not still gets one pseudonym per patient. The de-identification pipeline and
-the data-subject search read the registrations here; the ``dicom-vault admin
+not still gets one pseudonym per patient. The de-identification pipeline, the
+data-subject search and ingest (:func:`patient_key`: a case's one-patient
+rule) read the registrations here; the ``dicom-vault admin
 add-issuer / remove-issuer / list-issuers`` commands and the caller's
 access-log record change them.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from vault.catalog.models import Organisation, OrganisationIssuer
@@ -105,6 +106,25 @@ def issuers_of(session: Session, organisation_id: str) -> list[str]:
         OrganisationIssuer.organisation_id == organisation_id
     )
     return sorted(session.scalars(query))
+
+
+_OWNER = select(OrganisationIssuer.organisation_id).where(
+    OrganisationIssuer.issuer == bindparam("issuer")
+)
+
+
+def patient_key(connection: Connection, organisation_id: str, patient_id: str, issuer: str) -> str:
+    """What a study's catalog patient digest is of: patient ID and issuer, an own issuer as none.
+
+    A patient's studies at one organisation then carry one digest whether they
+    came with the issuer it registered (its PACS) or without one (a CD), so a
+    case's one-patient rule and the upload summary take them for one patient.
+    The data-subject search looks for both forms (:func:`vault.dsr_search.subject_digests`).
+    """
+    own = issuer.strip(" \0")
+    if own and connection.execute(_OWNER, {"issuer": own}).scalar() == organisation_id:
+        issuer = ""
+    return f"{patient_id}\x00{issuer}"
 
 
 def registered_issuers(session: Session) -> dict[str, str]:
