@@ -36,13 +36,19 @@ def zip_limits(vault: Vault) -> ZipLimits:
 
 
 def ingest_paths(
-    vault: Vault, paths: list[Path], *, case_reference: str, echo: Callable[[str], None]
+    vault: Vault,
+    paths: list[Path],
+    *,
+    case_reference: str,
+    actor: str,
+    echo: Callable[[str], None],
 ) -> IngestSummary:
-    """Ingest every file under ``paths`` into the case; report refusals as they happen."""
+    """Ingest every file under ``paths`` into the case as ``actor``; report refusals
+    as they happen."""
     with vault.catalog.session() as session:
         case = case_by_reference(session, case_reference)
         require_open(case)
-        origin = IngestOrigin("cli", "cli", case.organisation_id, case.id)
+        origin = IngestOrigin("cli", actor, case.organisation_id, case.id)
     pipeline = IngestPipeline(vault, ValidationPolicy.from_settings(vault.settings.policy))
     summary = IngestSummary()
     for item in iter_sources(paths, zip_limits(vault)):

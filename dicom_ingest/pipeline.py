@@ -78,7 +78,7 @@ class IngestOrigin:
     """
 
     channel: str  # "upload", "cstore", "cli"
-    actor: str  # "user:<id>", "pacs:<id>", "cli"
+    actor: str  # "user:<id>", "pacs:<id>", "cli:<account>"
     organisation_id: str
     case_id: str | None
     remote: str | None = None

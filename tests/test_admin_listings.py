@@ -28,10 +28,12 @@ from tests.services.dicom_peers import Receiver
 from vault.catalog.accounts import ApiToken, User
 from vault.catalog.models import AuditEvent, Case, Organisation
 from vault.cli import app
+from vault.command_support import cli_actor
 from vault.core import open_vault
 from vault.settings import Settings
 
 PASSWORD = "a passphrase from a script"
+ACTOR = cli_actor()  # the account running the tests: cli:<login>
 
 
 class Cli:
@@ -114,7 +116,7 @@ class TestOrganisationsAreCreatedOnlyOnRequest:
         assert (org.name, org.kind) == ("Maker", "manufacturer")
         created = cli.audited("admin.org-create")
         assert [(e.actor, e.object_type, e.object_id) for e in created] == [
-            ("cli", "organisation", org.id)
+            (ACTOR, "organisation", org.id)
         ]
 
     def test_list_organisations_counts_users_cases_and_pacs_nodes(self, cli: Cli) -> None:
@@ -173,8 +175,8 @@ class TestListUsers:
             site = session.scalar(select(Organisation.id).where(Organisation.name == "Site"))
         listed = cli.audited("admin.user-list")
         assert [(e.actor, e.object_type, e.object_id, json.loads(e.detail)) for e in listed] == [
-            ("cli", "query", None, {"rows": 2}),
-            ("cli", "query", site, {"rows": 1}),
+            (ACTOR, "query", None, {"rows": 2}),
+            (ACTOR, "query", site, {"rows": 1}),
         ]
 
     def test_an_unknown_organisation_filter_is_refused_and_not_recorded(self, cli: Cli) -> None:
@@ -248,8 +250,8 @@ class TestListTokens:
             eng = session.scalar(select(User.id).where(User.email == "eng@maker.example"))
         listed = people.audited("token.list")
         assert [(e.actor, e.object_type, e.object_id, json.loads(e.detail)) for e in listed] == [
-            ("cli", "user", eng, {"rows": 1}),
-            ("cli", "query", None, {"rows": 2}),
+            (ACTOR, "user", eng, {"rows": 1}),
+            (ACTOR, "query", None, {"rows": 2}),
         ]
 
     def test_an_unknown_owner_is_refused(self, people: Cli) -> None:
@@ -307,7 +309,7 @@ class TestCases:
         assert "state=closed  studies=1" in cli("case", "list")
         (closed,) = cli.audited("case.close")
         assert (closed.actor, closed.object_type, closed.object_id) == (
-            "cli",
+            ACTOR,
             "case",
             filed.case_id,
         )

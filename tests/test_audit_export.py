@@ -41,9 +41,11 @@ REPO = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("dicom-vault")
 SCHEMA = etree.RelaxNG(etree.parse(str(DICOM_AUDIT_MESSAGE_RNG)))
 
-# A record for each shape the vault writes: actor kinds, remotes with and
-# without a port, objects with details naming other objects, refusals.
-ACTORS = ["user:u1", "token:t1", "pacs:n1", "cli", "system", "anonymous"]
+# A record for each shape the vault writes: actor kinds (a CLI account with
+# its operator), remotes with and without a port, objects with details naming
+# other objects, refusals.
+CLI_ACTOR = "cli:svc-vault;operator=j.doe@example.eu"
+ACTORS = ["user:u1", "token:t1", "pacs:n1", CLI_ACTOR, "system", "anonymous"]
 OUTCOMES = ["success", "refused:not-dicom", "failure-password", "storage-unavailable"]
 REMOTES = [None, "10.1.2.3", "10.1.2.3:40112", "2001:db8::7", "ws-17.hospital.example"]
 
@@ -57,7 +59,7 @@ def invalid_reason(xml: str) -> str | None:
 
 def exported(vault: Vault, fmt: str, tmp_path: Path, **kwargs: datetime) -> list[str]:
     out = tmp_path / f"export.{fmt}"
-    export_audit(vault, fmt, out, **kwargs)  # type: ignore[arg-type]
+    export_audit(vault, fmt, out, actor="cli:auditor", **kwargs)  # type: ignore[arg-type]
     return out.read_text(encoding="utf-8").splitlines()
 
 
@@ -270,7 +272,7 @@ class TestRangeAndRecording:
         assert isinstance(clock, FrozenClock)
         start = clock.now()
         for day in range(3):
-            embedded_vault.audit.record(AuditRecord("cli", "case.read", object_id=str(day)))
+            embedded_vault.audit.record(AuditRecord("cli:alice", "case.read", object_id=str(day)))
             clock.advance(timedelta(days=1))
         lines = exported(
             embedded_vault,
@@ -292,10 +294,12 @@ class TestRangeAndRecording:
         self, embedded_vault: Vault, tmp_path: Path
     ) -> None:
         with pytest.raises(InvalidInput, match="format"):
-            export_audit(embedded_vault, "csv", tmp_path / "x")  # type: ignore[arg-type]
+            export_audit(embedded_vault, "csv", tmp_path / "x", actor="cli:a")  # type: ignore[arg-type]
         moment = datetime(2026, 1, 1, tzinfo=UTC)
         with pytest.raises(InvalidInput, match="before"):
-            export_audit(embedded_vault, "atna", tmp_path / "x", since=moment, until=moment)
+            export_audit(
+                embedded_vault, "atna", tmp_path / "x", since=moment, until=moment, actor="cli:a"
+            )
         assert [p.name for p in tmp_path.iterdir()] == ["data"]  # the vault's own
 
     def test_moments_without_offset_are_utc(self) -> None:

@@ -48,6 +48,7 @@ from vault.auth.sessions import csrf_token
 from vault.catalog.models import AuditEvent
 from vault.cli import app as cli
 from vault.clock import FrozenClock
+from vault.command_support import cli_actor
 from vault.core import Vault
 from vault.errors import InvalidInput
 from vault.holds import place_hold
@@ -559,7 +560,7 @@ class TestMetricsTokenFromTheCli:
             events = list(client.app.state.vault.audit.events())  # type: ignore[attr-defined]
         created = [e for e in events if e.action == "token.create"]
         assert [(e.actor, e.object_id, e.detail) for e in created] == [
-            ("cli", token_id[1], '{"scope":"metrics"}')
+            (cli_actor(), token_id[1], '{"scope":"metrics"}')
         ]
         assert secret not in "".join(e.detail + (e.object_id or "") for e in events)
 

@@ -106,9 +106,10 @@ def export_audit(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-    actor: str = "cli",
+    actor: str,
 ) -> int:
-    """Write the records of ``[since, until)`` to ``out`` as ``fmt``; the count.
+    """Write the records of ``[since, until)`` to ``out`` as ``fmt``; the count,
+    recording the export as ``actor``'s.
 
     Raises:
         InvalidInput: unknown format, or ``since`` not before ``until``.

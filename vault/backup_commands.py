@@ -3,7 +3,7 @@
 ``backup`` takes an encrypted catalog backup now (and deletes those past the
 6-month rotation); ``backup list`` lists them; ``restore <backup id>``
 restores one, refusing a catalog that holds data unless ``--force``. Each is
-recorded in the access log as actor ``cli``; a refusal prints its reason and
+recorded in the access log as actor ``cli:<account>``; a refusal prints its reason and
 exits with status 2. See :mod:`vault.backup`.
 """
 
@@ -15,7 +15,7 @@ import typer
 
 from crypto.errors import CryptoError
 from vault.backup import create_backup, list_backups, restore_backup
-from vault.command_support import ACTOR, cli_vault, refusals_exit
+from vault.command_support import cli_actor, cli_vault, refusals_exit
 from vault.errors import VaultError
 
 backup_app = typer.Typer(
@@ -29,7 +29,7 @@ def backup(context: typer.Context) -> None:
     if context.invoked_subcommand is not None:
         return
     with refusals_exit(VaultError, CryptoError):
-        info = create_backup(cli_vault(), actor=ACTOR)
+        info = create_backup(cli_vault(), actor=cli_actor())
     typer.echo(f"backup {info.backup_id} written ({info.rows} catalog rows)")
 
 
@@ -48,7 +48,7 @@ def restore(
 ) -> None:
     """Restore a catalog backup; keys shredded since it was taken stay destroyed."""
     with refusals_exit(VaultError, CryptoError):
-        report = restore_backup(cli_vault(), backup_id, force=force, actor=ACTOR)
+        report = restore_backup(cli_vault(), backup_id, force=force, actor=cli_actor())
     keys = report.keys
     typer.echo(
         f"restored {report.backup_id}: {report.rows} catalog rows; data keys refreshed"

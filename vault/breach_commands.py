@@ -1,7 +1,7 @@
 """The ``dicom-vault breach`` commands: the breach register from the command line.
 
 Each command opens the vault, does one step through :mod:`vault.breaches`
-(recorded in the access log as actor ``cli``) and prints references, codes,
+(recorded in the access log as actor ``cli:<account>``) and prints references, codes,
 dates and flags. Times are ISO dates or date-times, in UTC when no offset is
 given. A refused step prints its reason and exits with status 2.
 """
@@ -15,7 +15,7 @@ import typer
 from vault import breaches
 from vault.breach_views import BreachView, get_breach, list_breaches, texts_of
 from vault.catalog.breaches import DATA_CATEGORIES, ENTRY_KINDS, NATURES
-from vault.command_support import ACTOR, cli_vault, parse_date, refusals_exit
+from vault.command_support import cli_actor, cli_vault, parse_date, refusals_exit
 
 breach_app = typer.Typer(help="The breach register: incidents, deadlines, notifications.")
 Ref = Annotated[str, typer.Argument(help="The incident's reference (or internal id).")]
@@ -53,7 +53,7 @@ def record_command(
             detected_at=parse_date(detected) if detected else vault.clock.now(),
             nature=nature,
             description=description,
-            actor=ACTOR,
+            actor=cli_actor(),
             categories=category or (),
             subjects=subjects,
             records=records,
@@ -102,7 +102,12 @@ def entry_command(
     """Add to the chronology (the first 'investigation' entry starts the investigation)."""
     with refusals_exit():
         breaches.add_entry(
-            cli_vault(), ref, actor=ACTOR, kind=kind, text=text, at=parse_date(at) if at else None
+            cli_vault(),
+            ref,
+            actor=cli_actor(),
+            kind=kind,
+            text=text,
+            at=parse_date(at) if at else None,
         )
     typer.echo("entry added")
 
@@ -129,7 +134,7 @@ def assess_command(
         breaches.update_assessment(
             cli_vault(),
             ref,
-            actor=ACTOR,
+            actor=cli_actor(),
             categories=category,
             subjects=subjects,
             records=records,
@@ -152,7 +157,7 @@ def notify_command(
         breaches.record_notification(
             cli_vault(),
             ref,
-            actor=ACTOR,
+            actor=cli_actor(),
             party=party,
             at=parse_date(at) if at else None,
             exemption=exemption,
@@ -167,5 +172,5 @@ def close_command(ref: Ref) -> None:
     """Close the incident: its cause, consequences, measures, lessons and both notification
     decisions (with the reason for any exemption) must be on record."""
     with refusals_exit():
-        breaches.close_breach(cli_vault(), ref, actor=ACTOR)
+        breaches.close_breach(cli_vault(), ref, actor=cli_actor())
     typer.echo("incident closed")

@@ -4,7 +4,7 @@ A case is open until closed. The C-STORE receiver files a push only under an
 open case of the sender's organisation (else the organisation's inbox), and
 an inbox study is filed (and ``ingest`` stores) only under an open case;
 closing keeps what the case holds. Each command records what it did in the
-access log as actor ``cli``.
+access log as actor ``cli:<account>``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from vault import admin
 from vault.audit import AuditRecord, DetailValue
 from vault.catalog.models import Case, Organisation, Study
 from vault.command_support import (
-    ACTOR,
     NewOrganisationOption,
     OrganisationOption,
+    cli_actor,
     cli_organisation,
     cli_vault,
     refusals_exit,
@@ -39,7 +39,7 @@ def _record(
     oid: str | None,
     detail: dict[str, DetailValue] | None = None,
 ) -> None:
-    record = AuditRecord(ACTOR, action, object_type=kind, object_id=oid, detail=detail or {})
+    record = AuditRecord(cli_actor(), action, object_type=kind, object_id=oid, detail=detail or {})
     vault.audit.record(record, session=session)
 
 

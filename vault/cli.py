@@ -2,7 +2,9 @@
 
 Every command reads the one settings object (environment and the TOML file
 named by ``DICOM_VAULT_CONFIG``), opens the vault, does one thing, and
-records what it did in the access log as actor ``cli``.
+records what it did in the access log as the person who ran it:
+``cli:<account>`` (and ``;operator=<name>`` after ``--operator``; see
+:func:`vault.command_support.cli_actor`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from vault.breach_commands import breach_app
 from vault.case_commands import case_app
 from vault.command_support import (
     NewOrganisationOption,
+    OperatorOption,
     OrganisationOption,
+    cli_actor,
     cli_organisation,
     cli_settings,
 )
@@ -60,6 +64,11 @@ app.add_typer(backup_app, name="backup")
 app.command("restore")(restore)
 app.add_typer(dsr_app, name="dsr")
 app.add_typer(breach_app, name="breach")
+
+
+@app.callback()
+def _operator(operator: OperatorOption = None) -> None:
+    """dicom-vault: secure DICOM upload service and health-data vault."""
 
 
 def _vault() -> Vault:
@@ -238,7 +247,7 @@ def _change_pacs_node(
         with vault.catalog.session() as session:
             node = change(vault, session)
             record = AuditRecord(
-                "cli", action, object_type="pacs_node", object_id=node.id, detail=detail or {}
+                cli_actor(), action, object_type="pacs_node", object_id=node.id, detail=detail or {}
             )
             vault.audit.record(record, session=session)
     except VaultError as exc:
@@ -330,7 +339,9 @@ def ingest(
 
     vault = _vault()
     try:
-        summary = ingest_paths(vault, paths, case_reference=case, echo=typer.echo)
+        summary = ingest_paths(
+            vault, paths, case_reference=case, actor=cli_actor(), echo=typer.echo
+        )
     except VaultError as exc:
         raise _fail(exc) from exc
     typer.echo(summary.describe())
@@ -375,7 +386,7 @@ def export(
 
     vault = _vault()
     try:
-        count = export_study(vault, study, out, actor="cli")
+        count = export_study(vault, study, out, actor=cli_actor())
     except VaultError as exc:
         raise _fail(exc) from exc
     typer.echo(f"{count} instances written to {out}")
@@ -476,7 +487,7 @@ def deidentify(
     counts = summary.quarantine_counts()
     vault.audit.record(
         AuditRecord(
-            "cli",
+            cli_actor(),
             "deidentify.offline",
             object_type="organisation" if org_id else None,
             object_id=org_id,
@@ -500,7 +511,7 @@ def reidentify(
 
     vault = _vault()
     try:
-        found = find_originals(vault, pseudonym, actor="cli", request_ref=request)
+        found = find_originals(vault, pseudonym, actor=cli_actor(), request_ref=request)
     except VaultError as exc:
         raise _fail(exc) from exc
     for study in found:
@@ -518,7 +529,7 @@ def keys_rotate() -> None:
     """Create a new KEK version; new data keys are wrapped under it."""
     vault = _vault()
     kek_id = vault.keyring.provider.rotate()
-    vault.audit.record(AuditRecord("cli", "key.rotate", object_type="kek", object_id=kek_id))
+    vault.audit.record(AuditRecord(cli_actor(), "key.rotate", object_type="kek", object_id=kek_id))
     typer.echo(f"current key-encryption key: {kek_id}")
 
 
@@ -529,7 +540,7 @@ def keys_rewrap() -> None:
     report = vault.keyring.rewrap_all()
     vault.audit.record(
         AuditRecord(
-            "cli",
+            cli_actor(),
             "key.rewrap",
             object_type="kek",
             object_id=vault.keyring.provider.current_kek_id(),
@@ -571,7 +582,7 @@ def audit_purge() -> None:
     """Delete access-log records older than retention.audit_retention_days (signed checkpoint)."""
     from vault.audit_retention import purge_audit
 
-    purged = purge_audit(_vault(), actor="cli")
+    purged = purge_audit(_vault(), actor=cli_actor())
     typer.echo(f"purged {purged} access-log records")
 
 
@@ -580,7 +591,7 @@ def audit_checkpoint() -> None:
     """Pin the access log's last record with a signed checkpoint."""
     from vault.audit_retention import write_checkpoint
 
-    checkpoint = write_checkpoint(_vault(), actor="cli")
+    checkpoint = write_checkpoint(_vault(), actor=cli_actor())
     typer.echo(f"checkpoint at record {checkpoint.seq if checkpoint else 0}")
 
 
@@ -601,6 +612,7 @@ def audit_export(
             _vault(),
             fmt,  # type: ignore[arg-type]
             out,
+            actor=cli_actor(),
             since=parse_moment(since) if since else None,
             until=parse_moment(until) if until else None,
         )
@@ -636,7 +648,7 @@ def retention_run() -> None:
     """Crypto-shred every study whose retention has ended and that no hold covers."""
     from vault.retention import expire_studies
 
-    expired = expire_studies(_vault())
+    expired = expire_studies(_vault(), actor=cli_actor())
     typer.echo(f"expired {len(expired)} studies")
 
 
@@ -653,7 +665,7 @@ def hold_place(
     try:
         case_id = _case_id(vault, case) if case is not None else None
         hold = place_hold(
-            vault, reason_code=reason, placed_by="cli", case_id=case_id, study_id=study
+            vault, reason_code=reason, placed_by=cli_actor(), case_id=case_id, study_id=study
         )
     except VaultError as exc:
         raise _fail(exc) from exc
@@ -677,7 +689,7 @@ def hold_lift(hold_id: Annotated[str, typer.Argument(help="The hold's id.")]) ->
     from vault.holds import lift_hold
 
     try:
-        lift_hold(_vault(), hold_id, lifted_by="cli")
+        lift_hold(_vault(), hold_id, lifted_by=cli_actor())
     except VaultError as exc:
         raise _fail(exc) from exc
     typer.echo(f"legal hold {hold_id} lifted")

@@ -2,7 +2,7 @@
 
 Each command opens the vault, does one step of a request through
 :mod:`vault.dsr` and its sibling modules (recorded on the request and in the
-access log as actor ``cli``), and prints internal ids, codes and counts only.
+access log as actor ``cli:<account>``), and prints internal ids, codes and counts only.
 A refused step prints its reason and exits with status 2.
 """
 
@@ -15,7 +15,7 @@ import typer
 
 from crypto.errors import CryptoError
 from vault import dsr
-from vault.command_support import ACTOR, cli_vault, parse_date, refusals_exit
+from vault.command_support import cli_actor, cli_vault, parse_date, refusals_exit
 from vault.dsr_erasure import erase
 from vault.dsr_package import write_package
 from vault.dsr_rectify import RECTIFIABLE, rectify
@@ -40,7 +40,7 @@ def open_command(
     with refusals_exit():
         when = parse_date(received) if received else vault.clock.now()
         request = dsr.open_request(
-            vault, kind=kind, received_at=when, actor=ACTOR, reference=reference, note=note
+            vault, kind=kind, received_at=when, actor=cli_actor(), reference=reference, note=note
         )
     typer.echo(f"request {request.reference} ({request.id}) due {request.due_at:%Y-%m-%d}")
 
@@ -93,7 +93,7 @@ def search_command(
     """Match the person's studies to the request by their identifiers (never stored)."""
     given = SubjectIdentifiers(patient_id, tuple(issuer or ()), organisation, name, birth_date)
     with refusals_exit():
-        found = find_subject_studies(cli_vault(), ref, given, actor=ACTOR)
+        found = find_subject_studies(cli_vault(), ref, given, actor=cli_actor())
     typer.echo(f"matched {len(found.matched)} studies, left out {found.excluded} by header check")
     if not found.matched:
         typer.echo(
@@ -111,7 +111,7 @@ def verify_command(
 ) -> None:
     """Record that the requester's identity was verified."""
     with refusals_exit():
-        dsr.verify_identity(cli_vault(), ref, actor=ACTOR, method=method, note=note)
+        dsr.verify_identity(cli_vault(), ref, actor=cli_actor(), method=method, note=note)
     typer.echo(f"identity verified ({method})")
 
 
@@ -125,7 +125,7 @@ def extend_command(
     """Extend the deadline (within the first month, two months at most)."""
     with refusals_exit():
         request = dsr.extend_deadline(
-            cli_vault(), ref, actor=ACTOR, months=months, reason=reason, note=note
+            cli_vault(), ref, actor=cli_actor(), months=months, reason=reason, note=note
         )
     typer.echo(f"now due {request.due_at:%Y-%m-%d}")
 
@@ -136,7 +136,7 @@ def export_command(
 ) -> None:
     """Write the access or portability package: DICOM originals and manifest.json."""
     with refusals_exit(VaultError, CryptoError):
-        package = write_package(cli_vault(), ref, out, actor=ACTOR)
+        package = write_package(cli_vault(), ref, out, actor=cli_actor())
     typer.echo(f"{len(package.files)} files of {len(package.study_ids)} studies written to {out}")
 
 
@@ -150,7 +150,7 @@ def rectify_command(
     """Correct patient attributes in the person's studies (pseudonymised copies remade)."""
     changes = dict(item.partition("=")[::2] for item in set_)
     with refusals_exit(VaultError, CryptoError):
-        done = rectify(cli_vault(), ref, changes, actor=ACTOR)
+        done = rectify(cli_vault(), ref, changes, actor=cli_actor())
     typer.echo(f"rectified {len(done)} studies ({', '.join(sorted(changes))})")
 
 
@@ -158,7 +158,7 @@ def rectify_command(
 def restrict_command(ref: Ref) -> None:
     """Restrict processing: engineers lose the person's studies, nothing is deleted."""
     with refusals_exit():
-        placed = restrict(cli_vault(), ref, actor=ACTOR)
+        placed = restrict(cli_vault(), ref, actor=cli_actor())
     typer.echo(f"restricted {len(placed)} studies")
 
 
@@ -166,7 +166,7 @@ def restrict_command(ref: Ref) -> None:
 def lift_command(ref: Ref) -> None:
     """Lift the request's restrictions: engineers' access comes back."""
     with refusals_exit():
-        lifted = lift_restriction(cli_vault(), ref, actor=ACTOR)
+        lifted = lift_restriction(cli_vault(), ref, actor=cli_actor())
     typer.echo(f"lifted the restriction on {len(lifted)} studies")
 
 
@@ -179,7 +179,7 @@ def erase_command(
 ) -> None:
     """Crypto-shred the person's studies, unless a legal hold or obligation applies."""
     with refusals_exit():
-        outcome = erase(cli_vault(), ref, actor=ACTOR, legal_obligation=legal_obligation)
+        outcome = erase(cli_vault(), ref, actor=cli_actor(), legal_obligation=legal_obligation)
     typer.echo(f"erased {len(outcome.erased)} studies")
     for study_id, ground in outcome.refused.items():
         typer.echo(f"refused {study_id}: {ground}")
@@ -193,5 +193,5 @@ def close_command(
 ) -> None:
     """Close the request with its outcome and a note."""
     with refusals_exit():
-        request = dsr.close_request(cli_vault(), ref, actor=ACTOR, outcome=outcome, note=note)
+        request = dsr.close_request(cli_vault(), ref, actor=cli_actor(), outcome=outcome, note=note)
     typer.echo(f"request {request.reference} {request.state}")

@@ -231,11 +231,13 @@ def _delete_queued(vault: Vault, item: PendingDeletion) -> str:
     return delete_data_object(vault, item.object_key, may_bypass=item.bypass_retention)
 
 
-def expire_studies(vault: Vault) -> list[str]:
+def expire_studies(vault: Vault, *, actor: str = "system") -> list[str]:
     """Erase every study whose retention has ended and that no hold covers.
 
     Also finishes the sealing and deletions an earlier run left, and
-    re-applies S3 legal holds to every held study's objects.
+    re-applies S3 legal holds to every held study's objects. ``actor`` is
+    who started the run: the daily job's ``system``, or a person's
+    ``dicom-vault retention run``.
 
     Returns:
         The internal ids of the studies erased by this run.
@@ -244,9 +246,9 @@ def expire_studies(vault: Vault) -> list[str]:
     expired = [
         study_id
         for study_id in _due(vault, vault.clock.now())
-        if _shred(vault, study_id, actor="system", reason=EXPIRED) is not None
+        if _shred(vault, study_id, actor=actor, reason=EXPIRED) is not None
     ]
-    _finish(vault, actor="system")
+    _finish(vault, actor=actor)
     return expired
 
 

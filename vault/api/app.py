@@ -1,4 +1,9 @@
-"""The FastAPI application factory and the one VaultError-to-HTTP handler."""
+"""The FastAPI application factory and the one VaultError-to-HTTP handler.
+
+Refusals are JSON for API clients; a browser's page navigation gets the same
+status as an HTML page (:mod:`vault.api.error_pages`), and so does an unknown
+page address (FastAPI's own 404).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from crypto.errors import CryptoError
 from dicom_ingest import upload_api, upload_page
@@ -18,6 +25,7 @@ from vault.api import (
     routes_engineer_page,
     routes_metrics,
 )
+from vault.api.error_pages import error_page, wants_page
 from vault.api.routes_auth import install_accounts
 from vault.api.routes_dpo import router as dpo_router
 from vault.api.routes_dpo_breaches import router as breach_router
@@ -32,10 +40,21 @@ from vault.settings import Settings, load_settings
 from vault.settle import StudySettledHooks
 
 
-def _error_response(_request: Request, exc: Exception) -> JSONResponse:
+def _error_response(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, VaultError | CryptoError):
         raise TypeError("only project errors are mapped here")
+    if wants_page(request):
+        return error_page(request, http_status(exc), str(exc))
     return JSONResponse({"error": exc.reason, "detail": str(exc)}, status_code=http_status(exc))
+
+
+async def _unknown_page(request: Request, exc: Exception) -> Response:
+    """An unknown page address as a page; every other HTTP exception as FastAPI answers it."""
+    if not isinstance(exc, HTTPException):
+        raise TypeError("only HTTP exceptions are mapped here")
+    if exc.status_code == 404 and wants_page(request):
+        return error_page(request, 404, None)
+    return await http_exception_handler(request, exc)
 
 
 def create_app(
@@ -67,6 +86,7 @@ def create_app(
     app.state.settle_hooks = settle_hooks or StudySettledHooks()
     app.add_exception_handler(VaultError, _error_response)
     app.add_exception_handler(CryptoError, _error_response)
+    app.add_exception_handler(HTTPException, _unknown_page)
     install_security(app, settings)
     install_accounts(app)
     app.include_router(routes_engineer.router)

@@ -7,7 +7,7 @@ an administrator's for a Prometheus scraper (``metrics-token``, scope
 ``metrics``: ``GET /metrics`` and nothing else); ``revoke-token`` ends either.
 
 Each command opens the vault, does one thing, records it in the access log as
-actor ``cli`` and prints what the operator must hand over (a one-time link or
+actor ``cli:<account>`` and prints what the operator must hand over (a one-time link or
 a token) exactly once. Secrets are printed to standard output only, never
 logged.
 """
@@ -30,6 +30,7 @@ from vault.catalog.accounts import User
 from vault.command_support import (
     NewOrganisationOption,
     OrganisationOption,
+    cli_actor,
     cli_organisation,
     cli_settings,
 )
@@ -67,7 +68,7 @@ def _record(
     oid: str,
     detail: dict[str, DetailValue] | None = None,
 ) -> None:
-    record = AuditRecord("cli", action, object_type=kind, object_id=oid, detail=detail or {})
+    record = AuditRecord(cli_actor(), action, object_type=kind, object_id=oid, detail=detail or {})
     vault.audit.record(record, session=session)
 
 

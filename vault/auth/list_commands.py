@@ -4,7 +4,7 @@ A listing shows what an operator needs to act (the id ``revoke-token``
 takes, whether an invited user has enrolled) and nothing secret: no password
 hash, sealed TOTP secret or token digest is read. User e-mail addresses are
 personal data, so ``list-users`` and ``list-tokens`` are recorded in the
-access log (actor ``cli``, counts only); ``list-organisations`` shows no
+access log (actor ``cli:<account>``, counts only); ``list-organisations`` shows no
 personal data and, like ``pacs list``, is not.
 """
 
@@ -22,7 +22,7 @@ from vault import admin
 from vault.audit import AuditRecord, DetailValue
 from vault.catalog.accounts import ApiToken, User
 from vault.catalog.models import Case, Organisation, PacsNode
-from vault.command_support import ACTOR, cli_vault, refusals_exit
+from vault.command_support import cli_actor, cli_vault, refusals_exit
 from vault.core import Vault
 
 
@@ -30,7 +30,7 @@ def _record(
     vault: Vault, session: Session, action: str, kind: str, oid: str | None, n: int
 ) -> None:
     detail: dict[str, DetailValue] = {"rows": n}
-    record = AuditRecord(ACTOR, action, object_type=kind, object_id=oid, detail=detail)
+    record = AuditRecord(cli_actor(), action, object_type=kind, object_id=oid, detail=detail)
     vault.audit.record(record, session=session)
 
 
