@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from vault import admin, issuers
 from vault.audit import AuditRecord
 from vault.catalog.models import Organisation, OrganisationIssuer
-from vault.command_support import ACTOR, OrganisationOption, cli_vault, refusals_exit
+from vault.command_support import OrganisationOption, cli_actor, cli_vault, refusals_exit
 from vault.core import Vault
 
 IssuerArgument = Annotated[
@@ -31,7 +31,7 @@ IssuerArgument = Annotated[
 def _record(vault: Vault, session: Session, action: str, row: OrganisationIssuer) -> None:
     count = len(issuers.issuers_of(session, row.organisation_id))
     record = AuditRecord(
-        ACTOR,
+        cli_actor(),
         action,
         object_type="organisation",
         object_id=row.organisation_id,
