@@ -35,6 +35,7 @@ from vault.catalog.db import alembic_config, make_engine, migrate
 from vault.catalog.deid import PseudonymisedInstance, PseudonymisedStudy
 from vault.catalog.models import AuditEvent, Base, Organisation, OrganisationIssuer
 from vault.cli import app
+from vault.command_support import cli_actor
 from vault.core import Vault, open_vault
 from vault.dsr_search import SubjectIdentifiers, find_subject_studies
 from vault.errors import InvalidInput, NotFound, PolicyRefused
@@ -412,9 +413,9 @@ class TestIssuerCommands:
         assert "HOSP-A" not in cli("admin", "list-issuers", *org)
         events = cli.audited("admin.issuer-")
         assert [(e.action, e.actor, e.object_type) for e in events] == [
-            ("admin.issuer-add", "cli", "organisation"),
-            ("admin.issuer-add", "cli", "organisation"),
-            ("admin.issuer-remove", "cli", "organisation"),
+            ("admin.issuer-add", cli_actor(), "organisation"),
+            ("admin.issuer-add", cli_actor(), "organisation"),
+            ("admin.issuer-remove", cli_actor(), "organisation"),
         ]
         assert {e.object_id for e in events} == {cli.organisation_id("Hospital A")}
         assert not [e for e in events if "HOSP" in e.detail or "1.2.3" in e.detail]
