@@ -89,6 +89,10 @@ class PeerRegistry:
         self._vault = vault
         self._settings = settings
         self._sessions: dict[int, PeerSession] = {}
+        # Sessions taken out of _sessions whose close is not yet logged and
+        # audited: they still count as open, so that "none open" means every
+        # close is written (the peer may see the release before that).
+        self._closing = 0
         self._lock = threading.Lock()
 
     def admit(self, key: int, caller: CallerFacts) -> PeerSession:
@@ -144,9 +148,16 @@ class PeerRegistry:
         """Forget the session under ``key`` and log its close (no-op if none)."""
         with self._lock:
             session = self._sessions.pop(key, None)
-        if session is None:
-            return
-        outcome = "aborted" if aborted else "closed"
+            if session is None:
+                return
+            self._closing += 1
+        try:
+            self._log_close(session, "aborted" if aborted else "closed")
+        finally:
+            with self._lock:
+                self._closing -= 1
+
+    def _log_close(self, session: PeerSession, outcome: str) -> None:
         log.info(
             "association from %s (PACS node %s) %s: %d stored (%d already held), %d refused",
             session.remote,
@@ -166,8 +177,9 @@ class PeerRegistry:
         )
 
     def open_count(self) -> int:
+        """Sessions admitted whose close is not yet logged and audited."""
         with self._lock:
-            return len(self._sessions)
+            return len(self._sessions) + self._closing
 
     def _audit(
         self, node_id: str | None, remote: str, outcome: str, *, tls: bool, **counts: int

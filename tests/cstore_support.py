@@ -38,6 +38,21 @@ def associate(receiver: Receiver, ae_title: str = "PACS1", *contexts: str) -> As
     return ae.associate(receiver.host, receiver.port, ae_title=receiver.ae_title)
 
 
+CLOSE_WAIT_SECONDS = 60.0  # an upper bound for a hung receiver, not a timing check
+
+
+def wait_until_closed(receiver: Receiver) -> None:
+    """Return once the receiver has logged and audited every association's close.
+
+    A peer's release (or storescu's exit) returns on the release reply; the
+    receiver writes the close when the connection is gone, a moment later.
+    """
+    deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+    while receiver.scp.open_associations:
+        assert time.monotonic() < deadline, "the receiver never logged the close"
+        time.sleep(0.01)
+
+
 def instance_count(vault: Vault) -> int:
     with vault.catalog.session() as session:
         return int(session.scalar(select(func.count()).select_from(Instance)) or 0)

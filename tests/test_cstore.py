@@ -42,6 +42,7 @@ from tests.cstore_support import (
     small_series,
     store_message,
     studies,
+    wait_until_closed,
 )
 from tests.services.dicom_peers import (
     Dcmtk,
@@ -157,6 +158,7 @@ class TestAdmission:
         good = associate(receiver)
         good.send_c_store(small_series(1)[0])
         good.release()
+        wait_until_closed(receiver)
         events = association_events(receiver)
         outcomes = [(e.actor, e.outcome) for e in events]
         node = f"pacs:{receiver.node_id}"
@@ -531,6 +533,7 @@ class TestNoPhiInLogs:
         with caplog.at_level(logging.DEBUG):
             run_storescu(dcmtk, receiver, files)
             run_storescu(dcmtk, receiver, files[:1], ae_title="STRANGER")
+            wait_until_closed(receiver)  # the closes' lines are checked too
         assert instance_count(receiver.vault) == 2
         logged = "\n".join(r.getMessage() for r in caplog.records)
         assert "C-STORE refused: missing-attribute" in logged
@@ -548,6 +551,7 @@ class TestNoPhiInLogs:
         run_storescu(dcmtk, receiver, files)
         with caplog.at_level(logging.INFO):
             run_storescu(dcmtk, receiver, files)
+            wait_until_closed(receiver)  # the close is logged after storescu is told
         logged = "\n".join(r.getMessage() for r in caplog.records)
         assert "closed: 2 stored (2 already held), 0 refused" in logged
 

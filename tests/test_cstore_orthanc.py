@@ -9,7 +9,6 @@ bit-exact, with its access-log records.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from dicom_ingest.synthetic import encode
-from tests.cstore_support import small_series, studies
+from tests.cstore_support import small_series, studies, wait_until_closed
 from tests.services.dicom_peers import OrthancServer, Receiver, register_node
 from vault.catalog.models import AuditEvent, Instance
 from vault.reader import open_instance
@@ -61,14 +60,6 @@ def data_set_bytes(part10: bytes) -> bytes:
     return part10[part10.index(b"\x08\x00\x05\x00") :]
 
 
-def wait_until_all_closed(receiver: Receiver) -> None:
-    """Orthanc answers once it has the release reply; the receiver logs the
-    close when the connection is gone, a moment later."""
-    deadline = time.monotonic() + ORTHANC_TIMEOUT
-    while receiver.scp.open_associations and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 def events_of(receiver: Receiver, action: str) -> list[AuditEvent]:
     with receiver.vault.catalog.session() as session:
         query = select(AuditEvent).where(AuditEvent.action == action)
@@ -110,7 +101,7 @@ class TestOrthancPushesAStudy:
         assert [(e.actor, e.outcome) for e in events] == [(actor, "success")] * 5
         assert {e.object_id for e in events} == {instance_id for instance_id, _ in rows}
         assert all('"channel":"cstore"' in e.detail for e in events)
-        wait_until_all_closed(receiver)
+        wait_until_closed(receiver)  # Orthanc answers on the release reply, before the close
         sessions = events_of(receiver, "association")
         assert [(e.actor, e.outcome) for e in sessions] == [(actor, "open"), (actor, "closed")]
         assert '"stored":5' in sessions[-1].detail

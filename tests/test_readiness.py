@@ -30,6 +30,10 @@ from vault.settings import Settings
 def client(tmp_path: Path) -> Iterator[TestClient]:
     app = create_app(Settings(data_dir=tmp_path / "data"), clock=FrozenClock())
     with TestClient(app) as served:
+        # A new store makes its 256 fan-out directories, with fsyncs, at its
+        # first writer: up to seconds on a loaded disk, which the store check
+        # would otherwise pay inside a probe's deadline. Made here, untimed.
+        app.state.vault.store.open_writer().abort()
         yield served
 
 
@@ -96,7 +100,9 @@ class TestReadiness:
             release.wait(30)
 
         monkeypatch.setitem(readiness.CHECKS, "keys", hang)
-        probe = readiness.ReadinessProbe(vault, timeout=0.2)
+        # The deadline must outlast the real catalog and store checks on a
+        # loaded machine (tens of ms), as the hung check is waited for each time.
+        probe = readiness.ReadinessProbe(vault, timeout=1.0)
         try:
             first, second = probe.check(), probe.check()
         finally:
