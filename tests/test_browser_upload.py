@@ -55,7 +55,9 @@ NOTE_WATCH = """() => {
 }"""
 
 
-STALL_SECONDS = 2.0  # the page's stall limit in the tests that need one (default 30 s)
+# The page's stall limit in the tests that need one (default 30 s): ordinary
+# chunks, which pass through Playwright routes, must stay under it on a loaded machine.
+STALL_SECONDS = 5.0
 
 
 @pytest.fixture
