@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from deidentify.pipeline import StudyDeidentifier
 from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series
+from tests.page_support import unlabelled_controls
 from tests.services.auth_env import Account, AuthWorld, post_form
 from tests.services.vault_env import CaseContext, make_case
 from vault.admin import assign_case
@@ -240,3 +241,45 @@ class TestRestrictionForEngineers:
         assert set(vault.store.iter_keys()) == objects
         lift_restriction(vault, request.id, actor="cli")
         assert statuses() == (200, 200, 200, True)
+
+
+class TestRefusedNewRecordsKeepWhatWasTyped:
+    def test_an_incident_without_a_nature_is_refused_on_the_page_with_its_text_kept(
+        self, auth_world: AuthWorld, dpo: TestClient
+    ) -> None:
+        now = auth_world.clock.now().strftime("%Y-%m-%dT%H:%M")
+        form = {
+            "detected": now,
+            "description": "USB stick lost on the train",
+            "subjects": "3",
+            "reference": "BR-T-9",
+        }
+        answer = post_form(dpo, "/dpo/breaches", form)
+        assert answer.status_code == 422
+        assert answer.headers["content-type"].startswith("text/html")
+        assert 'role="alert">name the nature of the breach' in answer.text
+        assert ">USB stick lost on the train</textarea>" in answer.text
+        assert 'value="BR-T-9"' in answer.text and 'value="3"' in answer.text
+
+    def test_a_refused_request_keeps_its_kind_and_reference(
+        self, auth_world: AuthWorld, dpo: TestClient
+    ) -> None:
+        tomorrow = (auth_world.clock.now() + timedelta(days=2)).date().isoformat()
+        form = {"kind": "erasure", "received": tomorrow, "reference": "DSR-T-9"}
+        answer = post_form(dpo, "/dpo/requests", form)
+        assert answer.status_code == 422
+        assert "<option selected>erasure</option>" in answer.text
+        assert 'value="DSR-T-9"' in answer.text and f'value="{tomorrow}"' in answer.text
+
+
+class TestDpoPageLabels:
+    def test_every_control_on_the_dpo_pages_has_a_label(
+        self, auth_world: AuthWorld, dpo: TestClient
+    ) -> None:
+        vault = auth_world.vault
+        opened = open_request(vault, kind="rectification", received_at=vault.clock.now(), actor="t")
+        now = auth_world.clock.now().strftime("%Y-%m-%dT%H:%M")
+        form = {"detected": now, "nature": "availability", "description": "disk failed"}
+        incident = post_form(dpo, "/dpo/breaches", form).headers["location"]
+        for page in ("/dpo", f"/dpo/requests/{opened.id}", incident):
+            assert unlabelled_controls(dpo.get(page).text) == [], page

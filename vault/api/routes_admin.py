@@ -3,11 +3,15 @@ assignments. Every change, and every view of the lists (``admin.view``, counts
 only), is recorded in the access log as the administrator.
 
 One-time links (invitations and password resets) are shown once, on the page
-answering the request that made them, and never again.
+answering the request that made them, and never again. A refused form (a
+duplicate e-mail address, AE title or case reference, an unknown organisation)
+answers the page again with the reason in plain words, its status, and the
+values that were typed, as the data-protection officer's pages do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -23,11 +27,12 @@ from vault.auth.permissions import Permission, Principal
 from vault.catalog.accounts import ROLES, CaseAssignment, User
 from vault.catalog.models import Case, Organisation, PacsNode
 from vault.core import Vault
-from vault.errors import NotFound
+from vault.errors import InvalidInput, NotFound, http_status
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 Admin = Annotated[Principal, Depends(require(Permission.ADMIN, page=True))]
 OrgId = Annotated[str, Form(max_length=32)]
+REFUSALS = (InvalidInput, NotFound)
 
 
 def _vault(request: Request) -> Vault:
@@ -67,6 +72,19 @@ def _back() -> RedirectResponse:
     return RedirectResponse("/admin", status_code=303)
 
 
+def _perform(
+    request: Request, form: str, entered: Mapping[str, str], action: Callable[[], Response]
+) -> Response:
+    """``action()``, or on a refusal the page again with its reason and ``entered``
+    kept in the form whose id is ``form``."""
+    try:
+        return action()
+    except REFUSALS as exc:
+        return _overview(
+            request, status_code=http_status(exc), error=str(exc), entered={form: dict(entered)}
+        )
+
+
 @router.get("", response_class=HTMLResponse)
 def overview(request: Request, principal: Admin) -> Response:
     """The lists of organisations, users, PACS nodes and cases; the view is recorded."""
@@ -79,8 +97,15 @@ def _overview(
     link: str | None = None,
     link_email: str = "",
     viewer: Principal | None = None,
+    status_code: int | None = None,
+    error: str | None = None,
+    entered: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Response:
-    """The admin page; with ``viewer``, ``admin.view`` is recorded (counts only)."""
+    """The admin page; with ``viewer``, ``admin.view`` is recorded (counts only).
+
+    ``error`` is a refusal shown above the lists with ``status_code``;
+    ``entered`` holds the values typed in a refused form, by the form's id.
+    """
     vault = _vault(request)
     with vault.catalog.session() as session:
         organisations = list(session.scalars(select(Organisation).order_by(Organisation.name)))
@@ -105,7 +130,9 @@ def _overview(
     return render(
         request,
         "admin.html",
-        status_code=201 if link else 200,
+        status_code=status_code or (201 if link else 200),
+        error=error,
+        entered=entered or {},
         link=link,
         link_email=link_email,
         link_hours=vault.settings.auth.link_valid_hours,
@@ -120,10 +147,13 @@ def add_organisation(
     name: Annotated[str, Form(min_length=1, max_length=200)],
     kind: Annotated[str, Form(pattern="^(hospital|manufacturer)$")] = "hospital",
 ) -> Response:
-    with _vault(request).catalog.session() as session:
-        organisation = admin.get_or_create_organisation(session, name.strip(), kind=kind)
-        _audit(request, session, principal, "admin.org-create", "organisation", organisation.id)
-    return _back()
+    def create() -> Response:
+        with _vault(request).catalog.session() as session:
+            organisation = admin.get_or_create_organisation(session, name.strip(), kind=kind)
+            _audit(request, session, principal, "admin.org-create", "organisation", organisation.id)
+        return _back()
+
+    return _perform(request, "new-organisation", {"name": name, "kind": kind}, create)
 
 
 @router.post("/users", response_class=HTMLResponse)
@@ -135,12 +165,18 @@ def add_user(
     organisation_id: OrgId,
 ) -> Response:
     vault = _vault(request)
-    with vault.catalog.session() as session:
-        user = admin.create_user(session, email, role, _organisation(session, organisation_id))
-        token = authenticator(request).links.issue(session, user.id, "invite")
-        _audit(request, session, principal, "admin.user-create", "user", user.id)
-        address = user.email
-    return _overview(request, link=link_url(vault.settings, token), link_email=address)
+
+    def invite() -> Response:
+        with vault.catalog.session() as session:
+            organisation = _organisation(session, organisation_id)
+            user = admin.create_user(session, email, role, organisation)
+            token = authenticator(request).links.issue(session, user.id, "invite")
+            _audit(request, session, principal, "admin.user-create", "user", user.id)
+            address = user.email
+        return _overview(request, link=link_url(vault.settings, token), link_email=address)
+
+    entered = {"email": email, "role": role, "organisation_id": organisation_id}
+    return _perform(request, "new-user", entered, invite)
 
 
 @router.post("/users/{user_id}/reset", response_class=HTMLResponse)
@@ -174,11 +210,15 @@ def add_pacs_node(
     organisation_id: OrgId,
     host: Annotated[str, Form(max_length=255)] = "",
 ) -> Response:
-    with _vault(request).catalog.session() as session:
-        organisation = _organisation(session, organisation_id)
-        node = admin.register_pacs_node(session, ae_title, organisation, host=host or None)
-        _audit(request, session, principal, "admin.pacs-create", "pacs_node", node.id)
-    return _back()
+    def register() -> Response:
+        with _vault(request).catalog.session() as session:
+            organisation = _organisation(session, organisation_id)
+            node = admin.register_pacs_node(session, ae_title, organisation, host=host or None)
+            _audit(request, session, principal, "admin.pacs-create", "pacs_node", node.id)
+        return _back()
+
+    entered = {"ae_title": ae_title, "host": host, "organisation_id": organisation_id}
+    return _perform(request, "new-pacs-node", entered, register)
 
 
 @router.post("/pacs-nodes/{node_id}/disable")
@@ -212,11 +252,15 @@ def add_case(
     reference: Annotated[str, Form(min_length=1, max_length=64)],
     organisation_id: OrgId,
 ) -> Response:
-    with _vault(request).catalog.session() as session:
-        organisation = _organisation(session, organisation_id)
-        case = admin.create_case(session, reference.strip(), organisation)
-        _audit(request, session, principal, "admin.case-create", "case", case.id)
-    return _back()
+    def open_case() -> Response:
+        with _vault(request).catalog.session() as session:
+            organisation = _organisation(session, organisation_id)
+            case = admin.create_case(session, reference.strip(), organisation)
+            _audit(request, session, principal, "admin.case-create", "case", case.id)
+        return _back()
+
+    entered = {"reference": reference, "organisation_id": organisation_id}
+    return _perform(request, "new-case", entered, open_case)
 
 
 @router.post("/assignments")
@@ -226,10 +270,13 @@ def add_assignment(
     case_id: Annotated[str, Form(max_length=32)],
     user_id: Annotated[str, Form(max_length=32)],
 ) -> Response:
-    with _vault(request).catalog.session() as session:
-        case = session.get(Case, case_id)
-        if case is None:
-            raise NotFound("no such case")
-        admin.assign_case(session, case, _user(session, user_id))
-        _audit(request, session, principal, "admin.assign", "case", case.id)
-    return _back()
+    def assign() -> Response:
+        with _vault(request).catalog.session() as session:
+            case = session.get(Case, case_id)
+            if case is None:
+                raise NotFound("no such case")
+            admin.assign_case(session, case, _user(session, user_id))
+            _audit(request, session, principal, "admin.assign", "case", case.id)
+        return _back()
+
+    return _perform(request, "assign", {"case_id": case_id, "user_id": user_id}, assign)

@@ -10,14 +10,15 @@ posts with the session's CSRF token; every action is carried out by
 :mod:`vault.dsr` and its sibling modules, which record it on the request and
 in the access log as the DPO; opening a request's page, where its sealed notes
 are shown, is recorded too (``dsr.view``). A refused action re-renders the
-page with the reason and its status; an unknown request answers 404.
+page with the reason and its status (a refused new request or incident keeps
+what was typed in its form); an unknown request answers 404.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -66,7 +67,9 @@ def overview_page(
     status_code: int = 200,
     error: str | None = None,
     viewer: Principal | None = None,
+    entered: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Response:
+    """``/dpo``; ``entered`` holds the values typed in a refused form, by the form's id."""
     vault = vault_of(request)
     requests, breaches = list_requests(vault), list_breaches(vault)
     if viewer is not None:
@@ -79,6 +82,7 @@ def overview_page(
         "dpo.html",
         status_code=status_code,
         error=error,
+        entered=entered or {},
         requests=requests,
         breaches=breaches,
         kinds=REQUEST_KINDS,
@@ -97,6 +101,7 @@ def open_request(
     reference: Short = "",
     note: Text = "",
 ) -> Response:
+    typed = {"kind": kind, "received": received, "reference": reference, "note": note}
     return perform(
         lambda: dsr.open_request(
             vault_of(request),
@@ -107,7 +112,7 @@ def open_request(
             reference=reference or None,
             note=note,
         ),
-        refused=partial(overview_page, request),
+        refused=partial(overview_page, request, entered={"new-request": typed}),
         then=lambda opened: _done(opened.id),
     )
 

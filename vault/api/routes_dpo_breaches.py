@@ -10,7 +10,8 @@ posts with the session's CSRF token and every change is made by
 opening an incident's page is recorded as ``breach.view``. A refused change
 re-renders the page with its reason (4xx), closing included: an incident
 whose cause, consequences, measures, lessons or exemption reasons are
-missing is not closed.
+missing is not closed. A refused new incident (no nature ticked, a detection
+time in the future) answers ``/dpo`` with the reason and what was typed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from vault.errors import InvalidInput
 
 router = APIRouter(prefix="/dpo/breaches", include_in_schema=False)
 BreachId = Annotated[str, Path(max_length=40)]
-Choices = Annotated[list[str], Form()]
 Count = Annotated[str, Form(max_length=12)]
 
 
@@ -59,17 +59,26 @@ def record(
     principal: Dpo,
     detected: Short,
     description: Text,
-    nature: Choices,
+    nature: Annotated[list[str] | None, Form()] = None,
     categories: Annotated[list[str] | None, Form()] = None,
     subjects: Count = "",
     records: Count = "",
     reference: Short = "",
 ) -> Response:
+    typed = {
+        "detected": detected,
+        "description": description,
+        "nature": nature or [],
+        "categories": categories or [],
+        "subjects": subjects,
+        "records": records,
+        "reference": reference,
+    }
     return perform(
         lambda: breaches.record_breach(
             vault_of(request),
             detected_at=moment(detected, "detection time"),
-            nature=nature,
+            nature=nature or (),
             description=description,
             actor=principal.actor,
             remote=remote_of(request),
@@ -78,7 +87,7 @@ def record(
             records=number(records),
             reference=reference or None,
         ),
-        refused=partial(overview_page, request),
+        refused=partial(overview_page, request, entered={"new-breach": typed}),
         then=lambda breach: _done(breach.id),
     )
 
