@@ -200,6 +200,8 @@ EVENT_KINDS: dict[str, EventKind] = {
     "audit.purge": EventKind(AUDIT_LOG_USED, (), "D", lifecycle="15"),
     "audit.export": EventKind(AUDIT_LOG_USED, (), "R", lifecycle="10"),
     "audit.forward-drop": _security(AUDIT_RECORDING_STOPPED, "E"),
+    # an identified caller refused (vault.api.refusals): a restricted function tried
+    "request.refused": _security(RESTRICTED_FUNCTION, "E"),
 }
 
 # Actions added by features after this table: the family decides.

@@ -26,6 +26,7 @@ from vault.api import (
     routes_metrics,
 )
 from vault.api.error_pages import error_page, wants_page
+from vault.api.refusals import record_refusal
 from vault.api.routes_auth import install_accounts
 from vault.api.routes_dpo import router as dpo_router
 from vault.api.routes_dpo_breaches import router as breach_router
@@ -43,6 +44,7 @@ from vault.settle import StudySettledHooks
 def _error_response(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, VaultError | CryptoError):
         raise TypeError("only project errors are mapped here")
+    record_refusal(request, http_status(exc), exc.reason)
     if wants_page(request):
         return error_page(request, http_status(exc), str(exc))
     return JSONResponse({"error": exc.reason, "detail": str(exc)}, status_code=http_status(exc))

@@ -15,6 +15,7 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Form, Request
 from fastapi.responses import Response
 
+from vault.api.refusals import record_refusal
 from vault.auth.guard import caller_record, require
 from vault.auth.permissions import Permission, Principal
 from vault.core import Vault
@@ -32,15 +33,20 @@ def vault_of(request: Request) -> Vault:
 
 
 def perform(
-    action: Callable[[], T], refused: Callable[..., Response], then: Callable[[T], Response]
+    request: Request,
+    action: Callable[[], T],
+    refused: Callable[..., Response],
+    then: Callable[[T], Response],
 ) -> Response:
     """Carry out a DPO's form: ``then(result)``, or on a refusal the page again with its reason.
 
-    ``refused`` is called with ``status_code`` and ``error`` keywords.
+    ``refused`` is called with ``status_code`` and ``error`` keywords; a
+    refusal of access is recorded (:func:`vault.api.refusals.record_refusal`).
     """
     try:
         result = action()
     except REFUSALS as exc:
+        record_refusal(request, http_status(exc), exc.reason)
         return refused(status_code=http_status(exc), error=str(exc))
     return then(result)
 

@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from crypto.errors import CryptoError
+from vault.api.refusals import mark_recorded
 from vault.audit import AuditRecord, DetailValue
 from vault.auth.guard import remote_of, require
 from vault.auth.permissions import Permission, Principal
@@ -62,6 +63,7 @@ class AccessRecord:
         self, request: Request, principal: Principal, action: str, kind: str, oid: str | None
     ) -> None:
         self._vault, self._remote = vault_of(request), remote_of(request)
+        self._request = request
         self._actor, self._action, self._kind = principal.actor, action, kind
         self.object_id = oid
         self.detail: dict[str, DetailValue] = {}
@@ -80,6 +82,7 @@ class AccessRecord:
 
     def refused(self, exc: VaultError | CryptoError) -> None:
         self(exc.reason)
+        mark_recorded(self._request)
 
 
 def _audited(first: bytes, rest: Iterator[bytes], finish: AccessRecord) -> Iterator[bytes]:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from vault.api.pages import render
+from vault.api.refusals import mark_recorded
 from vault.auth.guard import authenticator, caller_record, require
 from vault.auth.permissions import (
     CaseAction,
@@ -179,5 +180,6 @@ def get_case(request: Request, principal: CaseReader, case_id: str) -> dict[str,
         vault.audit.record(record, session=session)
         found = _case_json(case) if case is not None else None
     if found is None:  # after the commit: the refusal stays on record
+        mark_recorded(request)
         raise NotFound("no such case")
     return found

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from vault import admin
 from vault.api.pages import render
+from vault.api.refusals import record_refusal
 from vault.auth.guard import authenticator, caller_record, require
 from vault.auth.links import link_url
 from vault.auth.permissions import Permission, Principal
@@ -80,6 +81,7 @@ def _perform(
     try:
         return action()
     except REFUSALS as exc:
+        record_refusal(request, http_status(exc), exc.reason)
         return _overview(
             request, status_code=http_status(exc), error=str(exc), entered={form: dict(entered)}
         )

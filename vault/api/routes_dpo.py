@@ -37,6 +37,7 @@ from vault.api.dpo_forms import (
     vault_of,
 )
 from vault.api.pages import render
+from vault.api.refusals import record_refusal
 from vault.auth.guard import caller_record, remote_of
 from vault.auth.permissions import Principal
 from vault.breach_views import list_breaches
@@ -103,6 +104,7 @@ def open_request(
 ) -> Response:
     typed = {"kind": kind, "received": received, "reference": reference, "note": note}
     return perform(
+        request,
         lambda: dsr.open_request(
             vault_of(request),
             kind=kind,
@@ -174,6 +176,7 @@ def search(
         patient_id, (issuer,), organisation_id or None, name or None, birth_date or None
     )
     return perform(
+        request,
         lambda: find_subject_studies(
             vault_of(request), request_id, given, actor=principal.actor, remote=remote_of(request)
         ),
@@ -192,6 +195,7 @@ def verify(
     request: Request, principal: Dpo, request_id: RequestId, method: Short, note: Text = ""
 ) -> Response:
     return perform(
+        request,
         lambda: dsr.verify_identity(
             vault_of(request),
             request_id,
@@ -215,6 +219,7 @@ def extend(
     note: Text = "",
 ) -> Response:
     return perform(
+        request,
         lambda: dsr.extend_deadline(
             vault_of(request),
             request_id,
@@ -236,6 +241,7 @@ def package(request: Request, principal: Dpo, request_id: RequestId) -> Response
     try:
         prepared = prepare_package(vault, request_id)
     except REFUSALS as exc:
+        record_refusal(request, http_status(exc), exc.reason)
         return _detail(request, request_id, status_code=http_status(exc), error=str(exc))
     chunks = stream_package(vault, prepared, actor=principal.actor, remote=remote_of(request))
     try:
@@ -266,6 +272,7 @@ def rectify_attributes(
     given = zip(RECTIFIABLE, (patient_name, birth_date, sex, patient_id, issuer), strict=True)
     changes = {keyword: value for keyword, value in given if value.strip()}
     return perform(
+        request,
         lambda: rectify(
             vault_of(request), request_id, changes, actor=principal.actor, remote=remote_of(request)
         ),
@@ -277,6 +284,7 @@ def rectify_attributes(
 @router.post("/requests/{request_id}/restrict", response_class=HTMLResponse)
 def restrict_studies(request: Request, principal: Dpo, request_id: RequestId) -> Response:
     return perform(
+        request,
         lambda: restrict(
             vault_of(request), request_id, actor=principal.actor, remote=remote_of(request)
         ),
@@ -300,6 +308,7 @@ def erase_studies(
     request: Request, principal: Dpo, request_id: RequestId, legal_obligation: Short = ""
 ) -> Response:
     return perform(
+        request,
         lambda: erase(
             vault_of(request),
             request_id,
@@ -323,6 +332,7 @@ def close(
     request: Request, principal: Dpo, request_id: RequestId, outcome: Short, note: Text = ""
 ) -> Response:
     return perform(
+        request,
         lambda: dsr.close_request(
             vault_of(request),
             request_id,

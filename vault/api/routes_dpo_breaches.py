@@ -75,6 +75,7 @@ def record(
         "reference": reference,
     }
     return perform(
+        request,
         lambda: breaches.record_breach(
             vault_of(request),
             detected_at=moment(detected, "detection time"),
@@ -138,6 +139,7 @@ def assess(
 ) -> Response:
     texts = {"cause": cause, "consequences": consequences, "measures": measures, "lessons": lessons}
     return perform(
+        request,
         lambda: breaches.update_assessment(
             vault_of(request),
             breach_id,
@@ -163,6 +165,7 @@ def add_entry(
     at: Short = "",
 ) -> Response:
     return perform(
+        request,
         lambda: breaches.add_entry(
             vault_of(request),
             breach_id,
@@ -189,6 +192,7 @@ def notify(
     authority_reference: Short = "",
 ) -> Response:
     return perform(
+        request,
         lambda: breaches.record_notification(
             vault_of(request),
             breach_id,
@@ -208,6 +212,7 @@ def notify(
 @router.post("/{breach_id}/close")
 def close(request: Request, principal: Dpo, breach_id: BreachId) -> Response:
     return perform(
+        request,
         lambda: breaches.close_breach(
             vault_of(request), breach_id, actor=principal.actor, remote=remote_of(request)
         ),

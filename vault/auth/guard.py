@@ -85,6 +85,7 @@ class Require:
 
     async def __call__(self, request: Request) -> Principal:
         principal = await run_in_threadpool(self._identify, request)
+        request.state.caller = principal  # for the record of a refusal (vault.api.refusals)
         if self.permission not in permissions_of(principal):
             if principal.stage != "full":
                 raise self._unauthenticated()
