@@ -5,6 +5,8 @@ own) runs once per provider, with ids ``local``, ``pkcs11`` and ``transit``.
 Each test gets its own KEKs: a fresh key file, or a label prefix / Transit
 key name of its own on the session's token and server, so tests never see
 each other's rotations.
+
+:func:`keys_elsewhere` points settings where no keys are (a typo'd setting).
 """
 
 from __future__ import annotations
@@ -48,3 +50,18 @@ def key_provider(key_settings: KeySettings) -> Iterator[KeyProvider]:
     provider = build_key_provider(key_settings)
     yield provider
     provider.close()  # type: ignore[attr-defined]
+
+
+def keys_elsewhere(settings: KeySettings) -> KeySettings:
+    """The same provider pointed where no keys are: another file, label prefix or key name."""
+    if settings.provider == "pkcs11":
+        prefix = f"{settings.pkcs11.key_label_prefix}-typo"
+        section = settings.pkcs11.model_copy(update={"key_label_prefix": prefix})
+        return settings.model_copy(update={"pkcs11": section})
+    if settings.provider == "transit":
+        name = f"{settings.transit.key_name}-typo"
+        section = settings.transit.model_copy(update={"key_name": name})
+        return settings.model_copy(update={"transit": section})
+    path = Path(str(settings.local.path)).with_name("elsewhere.json")
+    return settings.model_copy(update={"local": LocalKeySettings(path=path)})
+
