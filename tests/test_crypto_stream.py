@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import random
+import re
 import struct
 import threading
 import tracemalloc
@@ -580,6 +581,17 @@ class TestKeyHandles:
     def test_associated_data_must_be_bytes(self, key: DataKey) -> None:
         with pytest.raises(TypeError):
             new_encrypting_stream(key, io.BytesIO(), "obj/ab/cd")  # type: ignore[arg-type]
+
+    def test_only_the_crypto_package_reads_key_material(self) -> None:
+        root = Path(__file__).resolve().parents[1]
+        private = re.compile(r"\b(_material|_from_material|_SECRET_ACCESS)\b")
+        outside = [
+            path.relative_to(root)
+            for path in root.rglob("*.py")
+            if path.relative_to(root).parts[0] not in {"crypto", "tests", ".venv"}
+            and private.search(path.read_text(encoding="utf-8"))
+        ]
+        assert outside == []
 
     def test_no_call_of_the_stream_module_lets_a_caller_choose_a_salt_or_nonce(self) -> None:
         chosen = {"salt", "nonce", "nonce_prefix"}
