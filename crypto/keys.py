@@ -3,9 +3,16 @@
 A :class:`DataKey` is a handle on a data-encryption key (DEK): it carries a
 ``key_id`` and can be given to :mod:`crypto.stream` and to a key provider, but
 it exposes no key bytes, has no public constructor taking bytes, and refuses to
-be pickled or copied into a Celery message. Only the crypto package itself
-reads the material, through :func:`_material` with the module-private access
-token.
+be pickled or copied into a Celery message.
+
+What keeps the bytes inside the crypto package is convention, checked by a
+test, not a capability: the stream and the providers read them with the
+underscore-private :func:`_material`, which asks for no token, and any code in
+the process could call it (or read the slot) just as it could read the
+process's memory. A test refuses any import of it outside ``crypto`` (and the
+tests). The module-private token guards construction only: a handle on given
+bytes comes from :func:`_from_material` (after unwrapping), fresh ones from
+:meth:`DataKey.generate`.
 
 A :class:`KeyProvider` holds key-encryption keys (KEKs) and wraps or unwraps
 DEKs; the KEK itself never leaves the provider (a file, an HSM, a Transit
@@ -62,7 +69,7 @@ class DataKey:
 
 
 def _material(key: DataKey) -> bytes:
-    """The raw DEK bytes. Private to the crypto package: stream and providers."""
+    """The raw DEK bytes, for the stream and the providers (no token: see the module docstring)."""
     return key._key
 
 

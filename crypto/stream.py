@@ -99,32 +99,9 @@ def new_encrypting_stream(
     _check_inputs(key, associated_data)
     salt = secrets.token_bytes(SALT_BYTES)
     nonce_prefix = secrets.token_bytes(NONCE_PREFIX_BYTES)
-    return _encrypting_stream(key, destination, associated_data, salt, nonce_prefix)
-
-
-def _encrypting_stream(
-    key: DataKey, destination: Writable, associated_data: Buffer, salt: bytes, nonce_prefix: bytes
-) -> EncryptingStream:
     header = build_header(key.key_id, salt, nonce_prefix)
     cipher = SegmentCipher(_material(key), header, associated_data)
     return EncryptingStream(cipher, header.encoded, destination)
-
-
-def _new_encrypting_stream_for_vectors(
-    key: DataKey,
-    destination: Writable,
-    associated_data: Buffer,
-    *,
-    salt: bytes,
-    nonce_prefix: bytes,
-) -> EncryptingStream:
-    """Test vectors only: an encrypting stream with a fixed salt and nonce prefix.
-
-    Reusing a salt under one key repeats nonces; nothing but the vector
-    generator and its test may call this.
-    """
-    _check_inputs(key, associated_data)
-    return _encrypting_stream(key, destination, associated_data, salt, nonce_prefix)
 
 
 def new_decrypting_stream(

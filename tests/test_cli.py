@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from dicom_ingest.synthetic import make_ct_series, write_series
+from tests.services.key_providers import key_environment, keys_elsewhere
+from vault.core import open_vault
+from vault.settings import KeySettings, Settings
 
 CLI = Path(sys.executable).with_name("dicom-vault")
 DEMO_HOSPITAL = ("--organisation", "Demo Hospital", "--new-organisation")  # each test's first
@@ -145,6 +148,29 @@ class TestServe:
         # and no line per request: the access log records accesses
         assert f" INFO uvicorn.error: Uvicorn running on http://127.0.0.1:{port}" in logged
         assert "/healthz" not in said + logged
+
+
+class TestKeysNotFound:
+    def test_serve_says_in_one_line_that_its_keys_are_not_found(
+        self, tmp_path: Path, key_settings: KeySettings
+    ) -> None:
+        data = tmp_path / "var"
+        vault = open_vault(Settings(data_dir=data, keys=key_settings))
+        with vault.catalog.session() as session:
+            vault.keyring.persist(session, vault.keyring.generate())
+        vault.close()
+        wrong = key_environment(keys_elsewhere(key_settings))
+        env = {**os.environ, "DICOM_VAULT_DATA_DIR": str(data), **wrong}
+        result = subprocess.run(
+            [str(CLI), "serve", "--no-scp", "--port", "9"],
+            env=env, capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert result.stderr.startswith("error: ")
+        assert result.stderr.count("\n") == 1
+        credentials = [value for name, value in wrong.items() if name.endswith(("PIN", "TOKEN"))]
+        for secret in credentials:
+            assert secret not in result.stderr
 
 
 class TestDeidentificationFromTheCli:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import gc
 import hashlib
+import inspect
 import io
 import json
 import os
 import pickle
 import random
+import re
 import struct
 import threading
 import tracemalloc
@@ -30,6 +32,7 @@ from hypothesis import strategies as st
 
 import crypto._decrypting
 import crypto._encrypting
+import crypto.stream
 from crypto import (
     HEADER_MAX,
     CryptoError,
@@ -48,7 +51,7 @@ from crypto import (
 from crypto._segment import CIPHERTEXT_SEGMENT_BYTES as CSEG
 from crypto._segment import SEGMENT_BYTES as SEG
 from crypto.keys import _from_material
-from crypto.stream import _new_encrypting_stream_for_vectors
+from tests.vectors.make_vectors import fixed_encrypting_stream
 
 AD = b"obj/ab/ab12cd34ef56ab12cd34ef56ab12cd34"
 VECTORS = Path(__file__).parent / "vectors" / "stream_v1.json"
@@ -579,6 +582,23 @@ class TestKeyHandles:
         with pytest.raises(TypeError):
             new_encrypting_stream(key, io.BytesIO(), "obj/ab/cd")  # type: ignore[arg-type]
 
+    def test_only_the_crypto_package_reads_key_material(self) -> None:
+        root = Path(__file__).resolve().parents[1]
+        private = re.compile(r"\b(_material|_from_material|_SECRET_ACCESS)\b")
+        outside = [
+            path.relative_to(root)
+            for path in root.rglob("*.py")
+            if path.relative_to(root).parts[0] not in {"crypto", "tests", ".venv"}
+            and private.search(path.read_text(encoding="utf-8"))
+        ]
+        assert outside == []
+
+    def test_no_call_of_the_stream_module_lets_a_caller_choose_a_salt_or_nonce(self) -> None:
+        chosen = {"salt", "nonce", "nonce_prefix"}
+        for name, function in inspect.getmembers(crypto.stream, inspect.isfunction):
+            if function.__module__ == "crypto.stream":
+                assert not chosen & set(inspect.signature(function).parameters), name
+
 
 # --- the header ---------------------------------------------------------
 
@@ -706,10 +726,10 @@ class TestVectors:
         assert hashlib.sha256(plaintext).hexdigest() == vector["plaintext_sha256"]
 
     def test_re_encrypting_gives_the_same_bytes(self, vector: dict) -> None:
-        key = _from_material(vector["key_id"], bytes.fromhex(vector["key_hex"]))
         sink = io.BytesIO()
-        with _new_encrypting_stream_for_vectors(
-            key,
+        with fixed_encrypting_stream(
+            bytes.fromhex(vector["key_hex"]),
+            vector["key_id"],
             sink,
             bytes.fromhex(vector["associated_data_hex"]),
             salt=bytes.fromhex(vector["salt_hex"]),

@@ -23,8 +23,9 @@ from crypto.errors import KeyDestroyedError, KeyProviderError
 from crypto.keys import DataKey, KeyProvider, MacKey, _material
 from crypto.providers import build_key_provider
 from crypto.providers.local import LocalKeyProvider
+from tests.services.key_providers import keys_elsewhere
 from vault.core import Vault, open_vault
-from vault.settings import KeySettings, LocalKeySettings
+from vault.settings import KeySettings, LocalKeySettings, Settings
 
 PERIOD = "2026-11"
 
@@ -72,6 +73,52 @@ class TestBuildKeyProvider:
     def test_local_provider_without_a_path_is_refused(self) -> None:
         with pytest.raises(KeyProviderError):
             build_key_provider(KeySettings(provider="local", local=LocalKeySettings(path=None)))
+
+
+def _credentials(settings: KeySettings) -> list[str]:
+    """The PIN or token the provider logs in with (the local file has none)."""
+    return {
+        "pkcs11": [settings.pkcs11.user_pin.get_secret_value()],
+        "transit": [settings.transit.token.get_secret_value()],
+    }.get(settings.provider, [])
+
+
+class TestFirstKek:
+    """A provider makes its first KEK only when told it may (``create``)."""
+
+    def test_no_kek_is_made_when_creation_is_refused(self, key_settings: KeySettings) -> None:
+        with pytest.raises(KeyProviderError) as refused:
+            build_key_provider(key_settings, create=False)
+        with pytest.raises(KeyProviderError):
+            build_key_provider(key_settings, create=False)
+        message = str(refused.value)
+        assert "missing" in message or "check keys." in message
+        for secret in _credentials(key_settings):
+            assert secret not in message
+
+    def test_a_fresh_vault_makes_its_keys(self, key_settings: KeySettings, tmp_path: Path) -> None:
+        vault = open_vault(Settings(data_dir=tmp_path / "data", keys=key_settings))
+        try:
+            assert _version_of(vault.keyring.provider.current_kek_id()) == 1
+        finally:
+            vault.close()
+
+    def test_a_vault_holding_keys_refuses_a_provider_without_them(
+        self, key_settings: KeySettings, tmp_path: Path
+    ) -> None:
+        settings = Settings(data_dir=tmp_path / "data", keys=key_settings)
+        vault = open_vault(settings)
+        with vault.catalog.session() as session:
+            vault.keyring.persist(session, vault.keyring.generate())
+        vault.close()
+        wrong = settings.model_copy(update={"keys": keys_elsewhere(key_settings)})
+        with pytest.raises(KeyProviderError) as refused:
+            open_vault(wrong)
+        for secret in _credentials(key_settings):
+            assert secret not in str(refused.value)
+        with pytest.raises(KeyProviderError):
+            build_key_provider(wrong.keys, create=False)
+        open_vault(settings).close()
 
 
 class TestWrapRoundTrip:
@@ -469,7 +516,7 @@ class TestPkcs11Token:
     def test_unknown_token_is_refused(self, softhsm_settings) -> None:
         from crypto.providers.pkcs11 import Pkcs11KeyProvider
 
-        with pytest.raises(KeyProviderError):
+        with pytest.raises(KeyProviderError, match="token_label"):
             Pkcs11KeyProvider(softhsm_settings.model_copy(update={"token_label": "no-such-token"}))
 
     def test_forked_child_unwraps_with_the_inherited_provider(self, hsm_provider) -> None:

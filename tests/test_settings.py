@@ -9,14 +9,18 @@ problems are named, setting by setting, without their values.
 
 from __future__ import annotations
 
+import ast
+import importlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from tests.services.vault_env import without_vault_settings
+from vault.mac_purposes import RESERVED as RESERVED_MAC_PURPOSES
 from vault.settings import InvalidSettings, Section, Settings, load_settings
 
 CLI = Path(sys.executable).with_name("dicom-vault")
@@ -160,6 +164,51 @@ class TestMistakesAreRefused:
             load_settings()
         (problem,) = raised.value.problems
         assert problem.startswith(f"DICOM_VAULT_CONFIG names {path}, not valid TOML")
+
+
+class TestMacKeyPurposes:
+    @pytest.mark.parametrize("purpose", sorted(RESERVED_MAC_PURPOSES))
+    def test_a_pseudonym_key_purpose_the_vault_keeps_for_itself_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch, purpose: str
+    ) -> None:
+        monkeypatch.setenv("DICOM_VAULT_DEIDENTIFY__PSEUDONYM_KEY_PURPOSE", purpose)
+        with pytest.raises(InvalidSettings) as raised:
+            load_settings()
+        (problem,) = raised.value.problems
+        assert problem.startswith(
+            "deidentify.pseudonym_key_purpose: the vault keeps this MAC key purpose for itself"
+        )
+
+    def test_a_pseudonym_key_purpose_of_its_own_is_taken(self) -> None:
+        settings = Settings(deidentify={"pseudonym_key_purpose": "pseudonym-2026"})
+        assert settings.deidentify.pseudonym_key_purpose == "pseudonym-2026"
+
+    def test_every_purpose_the_code_asks_a_mac_key_for_is_reserved_or_the_setting(self) -> None:
+        root = Path(__file__).resolve().parents[1]
+        used = set()
+        for package in ("crypto", "deidentify", "dicom_ingest", "vault"):
+            for path in (root / package).rglob("*.py"):
+                module = ".".join(path.relative_to(root).with_suffix("").parts)
+                used |= set(_mac_key_purposes(module, path))
+        assert "catalog-index" in used
+        assert used - {"pseudonym_key_purpose"} <= RESERVED_MAC_PURPOSES
+
+
+def _mac_key_purposes(module: str, path: Path) -> Iterator[str]:
+    """The purposes ``module`` passes to ``mac_key``: constants resolved, the setting by name."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "mac_key"):
+            continue
+        (argument,) = node.args
+        names = ast.unparse(argument).split(".")
+        if names[-1] == "pseudonym_key_purpose":
+            yield names[-1]
+            continue
+        value: object = importlib.import_module(module)
+        for name in names:
+            value = getattr(value, name)
+        assert isinstance(value, str), (module, names)
+        yield value
 
 
 class TestTheCommandSaysWhatIsWrong:

@@ -39,8 +39,9 @@ from vault.audit_verify import verify_chain
 from vault.catalog.models import AuditEvent
 from vault.catalog.retention import AuditCheckpoint
 from vault.core import Vault
+from vault.mac_purposes import AUDIT_CHECKPOINT
 
-CHECKPOINT_KEY_PURPOSE = "audit-checkpoint"
+CHECKPOINT_KEY_PURPOSE = AUDIT_CHECKPOINT
 # Each pinned by a checkpoint as it is written: the log's own upkeep, and a
 # restore, after which the catalog is not the one whose records came before.
 CHECKPOINTED_ACTIONS = ("audit.checkpoint", "audit.purge", "backup.restore")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from sqlalchemy import select
 
+from crypto.errors import KeyProviderError
 from vault.audit import AuditRecord
 from vault.auth.commands import admin_app
 from vault.backup_commands import backup_app, restore
@@ -712,4 +713,14 @@ def hold_list(
 
 
 def main() -> None:
-    app()
+    """Run the command line.
+
+    A key provider that refuses to start (its key file, token, KEK or Transit
+    key missing, or out of reach) ends any command with its reason on one line
+    of standard error and exit status 2, not a traceback.
+    """
+    try:
+        app()
+    except KeyProviderError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None

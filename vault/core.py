@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from crypto.errors import KeyProviderError
 from crypto.keys import KeyProvider
 from crypto.providers import build_key_provider
 from vault.audit import AuditLog
@@ -47,12 +48,17 @@ def open_vault(
 ) -> Vault:
     """Build the vault's parts from ``settings`` (parts given here win).
 
-    A catalog that holds data keys never gets a new local key file: a missing
-    one is refused (``KeyProviderError``) rather than replaced.
+    A catalog that holds data keys never gets a new key hierarchy: a missing
+    local key file, or no KEK under the configured PKCS#11 token and prefix or
+    Transit key name, is refused (``KeyProviderError``) rather than replaced.
     """
     clock = clock or SystemClock()
     catalog = open_catalog(settings.catalog.url or "", echo=settings.catalog.echo)
-    provider = provider or build_key_provider(settings.keys, create=not _holds_keys(catalog))
+    try:
+        provider = provider or build_key_provider(settings.keys, create=not _holds_keys(catalog))
+    except KeyProviderError:
+        catalog.dispose()
+        raise
     store = store or build_store(settings.store)
     return Vault(
         settings=settings,

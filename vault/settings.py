@@ -23,13 +23,24 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from vault.mac_purposes import RESERVED as RESERVED_MAC_PURPOSES
 
 DEFAULT_DATA_DIR = Path("var")
 CONFIG_VARIABLE = "DICOM_VAULT_CONFIG"
@@ -174,7 +185,18 @@ class DeidentifySettings(Section):
     retain_institution_identity: bool = False
     # Private attributes to keep, each "CREATOR|gggg|ee" (hex group, element offset).
     private_safelist: list[str] = []
+    # The MAC key of pseudonyms; never one the vault keeps for itself (vault.mac_purposes).
     pseudonym_key_purpose: str = "pseudonym"
+
+    @field_validator("pseudonym_key_purpose")
+    @classmethod
+    def _not_a_reserved_purpose(cls, purpose: str) -> str:
+        if purpose in RESERVED_MAC_PURPOSES:
+            reserved = ", ".join(sorted(RESERVED_MAC_PURPOSES))
+            raise PydanticCustomError(
+                "reserved_purpose", f"the vault keeps this MAC key purpose for itself ({reserved})"
+            )
+        return purpose
 
 
 class CelerySettings(Section):

@@ -34,8 +34,11 @@ def build_key_provider(settings: KeySettings, *, create: bool = True) -> KeyProv
     settings
         The ``keys`` section of the settings.
     create
-        Whether the ``local`` provider may make its key file if it is
-        missing; false once the catalog holds keys wrapped under it.
+        Whether the provider may make its first KEK (the ``local`` key file,
+        the first ``pkcs11`` KEK under the label prefix, the ``transit`` key)
+        when it finds none; false once the catalog holds keys wrapped under
+        it, so a wrong path, label, prefix or key name is refused instead of
+        starting a new key hierarchy.
 
     Returns
     -------
@@ -45,16 +48,17 @@ def build_key_provider(settings: KeySettings, *, create: bool = True) -> KeyProv
     Raises
     ------
     KeyProviderError
-        The provider cannot be reached, or refuses its key store.
+        The provider cannot be reached, or refuses its key store, or finds
+        no KEK and ``create`` is false.
     """
     if settings.provider == "pkcs11":
         from crypto.providers.pkcs11 import Pkcs11KeyProvider
 
-        return Pkcs11KeyProvider.from_settings(settings.pkcs11)
+        return Pkcs11KeyProvider.from_settings(settings.pkcs11, create=create)
     if settings.provider == "transit":
         from crypto.providers.transit import TransitKeyProvider
 
-        return TransitKeyProvider.from_settings(settings.transit)
+        return TransitKeyProvider.from_settings(settings.transit, create=create)
     from crypto.providers.local import LocalKeyProvider
 
     return LocalKeyProvider.from_settings(settings.local, create=create)

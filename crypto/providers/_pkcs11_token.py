@@ -83,6 +83,10 @@ def open_session(settings: Pkcs11KeySettings) -> pkcs11.Session:
             found = library.get_token(token_label=settings.token_label)
             _ensure_login(module, found, settings)
             return found.open(rw=True)
+    except pkcs11.NoSuchToken as exc:
+        raise KeyProviderError(
+            f"no HSM token is labelled {settings.token_label!r}: check keys.pkcs11.token_label"
+        ) from exc
     except pkcs11.PKCS11Error as exc:
         raise KeyProviderError(f"cannot open the HSM token ({type(exc).__name__})") from exc
     except RuntimeError as exc:

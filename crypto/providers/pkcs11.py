@@ -3,7 +3,9 @@
 KEKs are AES-256 secret keys generated inside the token, stored on it,
 private, sensitive and non-extractable, labelled ``<prefix>-v1``,
 ``<prefix>-v2``, ...; the current one is the highest version present. Their
-ids are ``pkcs11:<prefix>-vN``.
+ids are ``pkcs11:<prefix>-vN``. The first is generated when the token holds
+none, unless the catalog already holds keys wrapped under them (``create``
+false): then a wrong token label or prefix is refused, not given new keys.
 
 Wrapping encrypts the 32 DEK bytes inside the HSM with ``CKM_AES_GCM``
 (random 96-bit nonce, associated data binding the DEK ``key_id`` and the
@@ -86,16 +88,22 @@ class Pkcs11KeyProvider(Pkcs11PeriodKeys):
     settings
         The ``keys.pkcs11`` section: module path, token label, user PIN and
         the label prefix of this deployment's keys.
+    create
+        Whether a first KEK may be generated when the token holds none under
+        the prefix. Refuse it (``False``) once keys were wrapped under this
+        deployment's KEKs: a wrong token or prefix would otherwise start a new
+        key hierarchy (and new MAC keys) that no stored data needs.
 
     Raises
     ------
     KeyProviderError
-        The module, the token or the login fails.
+        The module, the token or the login fails, or the token holds no KEK
+        under the prefix and ``create`` is false.
     """
 
     name = "pkcs11"
 
-    def __init__(self, settings: Pkcs11KeySettings) -> None:
+    def __init__(self, settings: Pkcs11KeySettings, *, create: bool = True) -> None:
         self._settings = settings
         self._prefix = settings.key_label_prefix
         self._kek_id_pattern = re.compile(
@@ -107,12 +115,14 @@ class Pkcs11KeyProvider(Pkcs11PeriodKeys):
         self._mac_handles: dict[str, pkcs11.SecretKey] = {}
         with self._session_in_use() as session:
             if not self._versions(session):
-                token.get_or_create(session, self._label(1), token.kek_template())
+                self._create_first_kek(session, create=create)
 
     @classmethod
-    def from_settings(cls, settings: Pkcs11KeySettings) -> Pkcs11KeyProvider:
+    def from_settings(
+        cls, settings: Pkcs11KeySettings, *, create: bool = True
+    ) -> Pkcs11KeyProvider:
         """Build the provider from the ``keys.pkcs11`` settings section."""
-        return cls(settings)
+        return cls(settings, create=create)
 
     def __repr__(self) -> str:
         return f"Pkcs11KeyProvider(token={self._settings.token_label!r}, prefix={self._prefix!r})"
@@ -231,6 +241,17 @@ class Pkcs11KeyProvider(Pkcs11PeriodKeys):
                 handle = token.get_or_create(session, label, token.mac_template())
             self._mac_handles[label] = handle
         return handle
+
+    def _create_first_kek(self, session: pkcs11.Session, *, create: bool) -> None:
+        if not create:
+            raise KeyProviderError(
+                f"the HSM token {self._settings.token_label!r} holds no KEK with the label "
+                f"prefix {self._prefix!r}, yet keys were wrapped under this deployment's KEKs: "
+                "check keys.pkcs11.token_label and keys.pkcs11.key_label_prefix "
+                "(new keys could not open them)"
+            )
+        token.get_or_create(session, self._label(1), token.kek_template())
+        logger.info("pkcs11 key provider created %s", self._kek_id(1))
 
     def _kek(self, session: pkcs11.Session, version: int) -> pkcs11.SecretKey:
         kek = self._find_one(session, self._label(version), KeyType.AES)

@@ -11,6 +11,10 @@ version, so a blob cannot be presented as wrapped by another KEK.
 A server that does not know ``associated_data`` ignores it with a warning;
 the provider refuses such a server rather than wrap without the binding.
 
+The key is created when Transit has none of that name, unless the catalog
+already holds keys wrapped under it (``create`` false): then a wrong key name
+or mount point is refused, not given a new key (and new MAC keys).
+
 MAC keys are separate Transit ``hmac`` keys, one per purpose
 (``<key>-mac-<purpose>``), used through the ``hmac`` endpoint with
 SHA-256 at the key version current when the handle is made.
@@ -79,17 +83,21 @@ class TransitKeyProvider(TransitPeriodKeys):
     ----------
     settings
         The ``keys.transit`` section: server URL, token, mount point, key name.
+    create
+        Whether the Transit key may be created if it does not exist. Refuse
+        it (``False``) once keys were wrapped under it: a wrong key name or
+        mount point would otherwise start a new key hierarchy.
 
     Raises
     ------
     KeyProviderError
         The server is unreachable, refuses the token, or the key cannot be
-        created.
+        created, or it does not exist and ``create`` is false.
     """
 
     name = "transit"
 
-    def __init__(self, settings: TransitKeySettings) -> None:
+    def __init__(self, settings: TransitKeySettings, *, create: bool = True) -> None:
         self._mount = settings.mount_point
         self._key = settings.key_name
         self._url = settings.url
@@ -107,15 +115,24 @@ class TransitKeyProvider(TransitPeriodKeys):
             verify=str(settings.tls_ca_file) if settings.tls_ca_file else True,
             timeout=settings.timeout_seconds,
         )
-        with self._calls():
-            self._client.secrets.transit.create_key(
-                self._key, key_type="aes256-gcm96", mount_point=self._mount
+        if create:
+            with self._calls():
+                self._client.secrets.transit.create_key(
+                    self._key, key_type="aes256-gcm96", mount_point=self._mount
+                )
+        elif self._read_key_if_any(self._key) is None:
+            raise KeyProviderError(
+                f"Transit has no key {self._key!r} under the mount {self._mount!r}, yet keys "
+                "were wrapped under it: check keys.transit.key_name and keys.transit.mount_point "
+                "(a new key could not open them)"
             )
 
     @classmethod
-    def from_settings(cls, settings: TransitKeySettings) -> TransitKeyProvider:
+    def from_settings(
+        cls, settings: TransitKeySettings, *, create: bool = True
+    ) -> TransitKeyProvider:
         """Build the provider from the ``keys.transit`` settings section."""
-        return cls(settings)
+        return cls(settings, create=create)
 
     def __repr__(self) -> str:
         return f"TransitKeyProvider(url={self._url!r}, key={self._key!r})"

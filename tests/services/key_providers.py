@@ -5,6 +5,9 @@ own) runs once per provider, with ids ``local``, ``pkcs11`` and ``transit``.
 Each test gets its own KEKs: a fresh key file, or a label prefix / Transit
 key name of its own on the session's token and server, so tests never see
 each other's rotations.
+
+:func:`keys_elsewhere` points settings where no keys are (a typo'd setting),
+and :func:`key_environment` gives settings as a CLI process reads them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from crypto.keys import KeyProvider
 from crypto.providers import build_key_provider
@@ -48,3 +52,29 @@ def key_provider(key_settings: KeySettings) -> Iterator[KeyProvider]:
     provider = build_key_provider(key_settings)
     yield provider
     provider.close()  # type: ignore[attr-defined]
+
+
+def keys_elsewhere(settings: KeySettings) -> KeySettings:
+    """The same provider pointed where no keys are: another file, label prefix or key name."""
+    if settings.provider == "pkcs11":
+        prefix = f"{settings.pkcs11.key_label_prefix}-typo"
+        section = settings.pkcs11.model_copy(update={"key_label_prefix": prefix})
+        return settings.model_copy(update={"pkcs11": section})
+    if settings.provider == "transit":
+        name = f"{settings.transit.key_name}-typo"
+        section = settings.transit.model_copy(update={"key_name": name})
+        return settings.model_copy(update={"transit": section})
+    path = Path(str(settings.local.path)).with_name("elsewhere.json")
+    return settings.model_copy(update={"local": LocalKeySettings(path=path)})
+
+
+def key_environment(settings: KeySettings) -> dict[str, str]:
+    """``settings`` as ``DICOM_VAULT_KEYS__...`` environment variables (secrets included)."""
+    section = getattr(settings, settings.provider)
+    environment = {"DICOM_VAULT_KEYS__PROVIDER": settings.provider}
+    for name, value in section:
+        if value is None:
+            continue
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        environment[f"DICOM_VAULT_KEYS__{settings.provider.upper()}__{name.upper()}"] = text
+    return environment

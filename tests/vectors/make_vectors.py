@@ -1,7 +1,9 @@
 """Generate ``stream_v1.json``: known-answer vectors for the encrypted stream format.
 
-Fixed key, salt and nonce prefix are injected through the private test-only
-hook ``crypto.stream._new_encrypting_stream_for_vectors``. Plaintexts follow a
+Fixed key, salt and nonce prefix go into a stream assembled here from the
+format's own pieces (:func:`fixed_encrypting_stream`), as
+``crypto.stream.new_encrypting_stream`` assembles it with random ones; the
+production API offers no way to choose them. Plaintexts follow a
 rule (byte ``i`` is ``i mod 251``) so they need not be stored; ciphertexts are
 stored whole, in base64, so another implementation can check its decryption.
 
@@ -17,10 +19,14 @@ import io
 import json
 from pathlib import Path
 
+from crypto._encrypting import EncryptingStream, Writable
 from crypto._header import build_header
-from crypto._segment import SEGMENT_BYTES, derive_stream_key, segment_associated_data
-from crypto.keys import _from_material
-from crypto.stream import _new_encrypting_stream_for_vectors
+from crypto._segment import (
+    SEGMENT_BYTES,
+    SegmentCipher,
+    derive_stream_key,
+    segment_associated_data,
+)
 
 VECTORS_PATH = Path(__file__).with_name("stream_v1.json")
 PLAINTEXT_RULE = "byte i of the plaintext is i mod 251"
@@ -50,14 +56,32 @@ def fixed_material(number: int) -> tuple[bytes, bytes, bytes]:
     return key, salt, prefix
 
 
+def fixed_encrypting_stream(
+    key_bytes: bytes,
+    key_id: str,
+    destination: Writable,
+    associated_data: bytes,
+    *,
+    salt: bytes,
+    nonce_prefix: bytes,
+) -> EncryptingStream:
+    """An encrypting stream with a fixed salt and nonce prefix: for known answers only.
+
+    Reusing a salt under one key repeats nonces, which is why this lives in the
+    tests and not in ``crypto``.
+    """
+    header = build_header(key_id, salt, nonce_prefix)
+    cipher = SegmentCipher(key_bytes, header, associated_data)
+    return EncryptingStream(cipher, header.encoded, destination)
+
+
 def make_vector(number: int, name: str, size: int, key_id: str, associated_data: bytes) -> dict:
     """Encrypt one case and describe it."""
     key_bytes, salt, prefix = fixed_material(number)
-    key = _from_material(key_id, key_bytes)
     plaintext = rule_plaintext(size)
     sink = io.BytesIO()
-    with _new_encrypting_stream_for_vectors(
-        key, sink, associated_data, salt=salt, nonce_prefix=prefix
+    with fixed_encrypting_stream(
+        key_bytes, key_id, sink, associated_data, salt=salt, nonce_prefix=prefix
     ) as stream:
         stream.write(plaintext)
     ciphertext = sink.getvalue()

@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crypto.errors import IntegrityError
 from crypto.keys import MacKey
+from vault.mac_purposes import TOTP_SEAL
 
 ISSUER = "dicom-vault"
-SEAL_PURPOSE = "totp-seal"
+SEAL_PURPOSE = TOTP_SEAL
 _NONCE_BYTES = 12
 
 

@@ -14,10 +14,11 @@ from functools import lru_cache
 from typing import Literal
 
 from crypto.keys import MacKey
+from vault.mac_purposes import CATALOG_INDEX
 
 IndexKind = Literal["study", "series", "instance", "patient", "transaction", "commitment-request"]
 
-INDEX_KEY_PURPOSE = "catalog-index"
+INDEX_KEY_PURPOSE = CATALOG_INDEX
 
 
 class UidIndex:
