@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from deidentify.pipeline import StudyDeidentifier
 from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series
 from tests.page_support import unlabelled_controls
-from tests.services.auth_env import Account, AuthWorld, post_form
+from tests.services.auth_env import AuthWorld, post_form
 from tests.services.vault_env import CaseContext, make_case
 from vault.admin import assign_case
 from vault.catalog.accounts import User
@@ -47,15 +47,9 @@ def ingest(case: CaseContext, *, seed: int = 1, n: int = 2) -> tuple[str, dict[s
     return study_id, uploaded
 
 
-def logged_in(world: AuthWorld, account: Account) -> TestClient:
-    client = world.new_client()
-    client.cookies.set(world.cookie_name, world.session_cookie(account))
-    return client
-
-
 @pytest.fixture
 def dpo(auth_world: AuthWorld) -> TestClient:
-    return logged_in(auth_world, auth_world.add_user("dpo@maker.example", "dpo", "Maker"))
+    return auth_world.logged_in(auth_world.add_user("dpo@maker.example", "dpo", "Maker"))
 
 
 @pytest.fixture
@@ -116,7 +110,7 @@ class TestRequestPages:
         late = open_request(vault, kind="erasure", received_at=vault.clock.now(), actor="cli")
         auth_world.clock.advance(timedelta(days=40))
         fresh = open_request(vault, kind="access", received_at=vault.clock.now(), actor="cli")
-        dpo = logged_in(auth_world, auth_world.add_user("dpo@maker.example", "dpo", "Maker"))
+        dpo = auth_world.logged_in(auth_world.add_user("dpo@maker.example", "dpo", "Maker"))
         page = dpo.get("/dpo")
         assert page.status_code == 200
         assert re.search(rf'<tr class="overdue" data-request="{late.reference}"', page.text)

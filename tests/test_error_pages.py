@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from starlette.requests import Request
 
-from tests.services.auth_env import Account, AuthWorld
+from tests.services.auth_env import AuthWorld
 from tests.services.browser import Served, log_in, shot
 from vault.admin import create_user, get_or_create_organisation
 from vault.api.error_pages import wants_page
@@ -24,20 +24,14 @@ UNKNOWN_CASE = "ab" * 16
 _INLINE = re.compile(r"<script|<style|\sstyle=|\son[a-z]+\s*=", re.IGNORECASE)
 
 
-def logged_in(world: AuthWorld, account: Account) -> TestClient:
-    client = world.new_client()
-    client.cookies.set(world.cookie_name, world.session_cookie(account))
-    return client
-
-
 @pytest.fixture
 def surgeon(auth_world: AuthWorld) -> TestClient:
-    return logged_in(auth_world, auth_world.add_user("surgeon@hospital.example", "clinician"))
+    return auth_world.logged_in(auth_world.add_user("surgeon@hospital.example", "clinician"))
 
 
 @pytest.fixture
 def engineer(auth_world: AuthWorld) -> TestClient:
-    return logged_in(auth_world, auth_world.add_user("eng@maker.example", "engineer", "Maker"))
+    return auth_world.logged_in(auth_world.add_user("eng@maker.example", "engineer", "Maker"))
 
 
 def assert_error_page(response: Response, status: int, heading: str, reason: str) -> str:

@@ -12,22 +12,15 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.services.auth_env import Account, AuthWorld, post_form
+from tests.services.auth_env import AuthWorld, post_form
 from vault.api.refusals import ACTION
 from vault.audit_export import export_audit
 from vault.catalog.models import AuditEvent
 from vault.dsr import open_request
 
 BROWSER = "text/html,application/xhtml+xml,*/*;q=0.8"
-
-
-def logged_in(world: AuthWorld, account: Account) -> TestClient:
-    client = world.new_client()
-    client.cookies.set(world.cookie_name, world.session_cookie(account))
-    return client
 
 
 def refusals(world: AuthWorld) -> list[AuditEvent]:
@@ -51,7 +44,7 @@ class TestRecorded:
         self, auth_world: AuthWorld
     ) -> None:
         surgeon = auth_world.add_user("surgeon@hospital.example", "clinician")
-        client = logged_in(auth_world, surgeon)
+        client = auth_world.logged_in(surgeon)
         assert client.get("/dpo", headers={"accept": BROWSER}).status_code == 403
         [record] = refusals(auth_world)
         assert (record.actor, record.outcome) == (f"user:{surgeon.user_id}", "forbidden")
@@ -62,7 +55,7 @@ class TestRecorded:
         self, auth_world: AuthWorld
     ) -> None:
         dpo = auth_world.add_user("dpo@maker.example", "dpo", "Maker")
-        client = logged_in(auth_world, dpo)
+        client = auth_world.logged_in(dpo)
         vault = auth_world.vault
         request = open_request(
             vault, kind="access", received_at=vault.clock.now() - timedelta(days=1), actor="t"
@@ -78,7 +71,7 @@ class TestRecorded:
     def test_the_export_tells_it_as_a_security_alert_of_minor_failure(
         self, auth_world: AuthWorld, tmp_path: Path
     ) -> None:
-        client = logged_in(auth_world, auth_world.add_user("s@hospital.example", "clinician"))
+        client = auth_world.logged_in(auth_world.add_user("s@hospital.example", "clinician"))
         assert client.get("/admin").status_code == 403
         out = tmp_path / "log.xml"
         export_audit(auth_world.vault, "atna", out, actor="cli:auditor")
@@ -99,14 +92,14 @@ class TestNotRecorded:
         self, auth_world: AuthWorld
     ) -> None:
         engineer = auth_world.add_user("eng@maker.example", "engineer", "Maker")
-        client = logged_in(auth_world, engineer)
+        client = auth_world.logged_in(engineer)
         before = last_seq(auth_world)
         assert client.get(f"/api/engineer/studies/{'0' * 32}").status_code == 404
         assert actions_since(auth_world, before) == [("study.metadata", "not-found")]
 
     def test_a_forms_bad_input_is_not_a_refused_access(self, auth_world: AuthWorld) -> None:
         dpo = auth_world.add_user("dpo@maker.example", "dpo", "Maker")
-        client = logged_in(auth_world, dpo)
+        client = auth_world.logged_in(dpo)
         future = (auth_world.vault.clock.now() + timedelta(days=3)).date().isoformat()
         refused = post_form(client, "/dpo/requests", {"kind": "access", "received": future})
         assert refused.status_code == 422

@@ -100,6 +100,12 @@ class AuthWorld:
         """Another browser on the same app (its own cookie jar)."""
         return TestClient(self.client.app, base_url=BASE_URL)
 
+    def logged_in(self, account: Account) -> TestClient:
+        """Another browser holding a full session of ``account``."""
+        client = self.new_client()
+        client.cookies.set(self.cookie_name, self.session_cookie(account))
+        return client
+
     def login(self, client: TestClient, account: Account, password: str = PASSWORD) -> None:
         """Log ``client`` in through the real pages: password, then TOTP code."""
         response = post_login(client, account.email, password)
