@@ -8,6 +8,7 @@ records what it did in the access log as actor ``cli``.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -427,6 +428,10 @@ def worker(
             f"--loglevel={loglevel}",
             f"--concurrency={concurrency or settings.celery.worker_concurrency}",
             f"--queues={settings.celery.queue}",
+            # A node name of its own: on RabbitMQ a worker's remote-control queue
+            # is exclusive to its name, so a second worker on the same host under
+            # Celery's default (celery@host) dies at start with RESOURCE_LOCKED.
+            f"--hostname={'beat' if beat else 'worker'}-{os.getpid()}@%h",
             "--without-gossip",
             "--without-mingle",
             *(["--beat"] if beat else []),
