@@ -105,6 +105,7 @@ def serve(
             else "vault.api.app:create_app_from_environment",
             factory=workers > 1,
             workers=workers,
+            timeout_worker_healthcheck=settings.api.worker_healthcheck_seconds,
             host=host or settings.api.host,
             port=port or settings.api.port,
             # The vault's log handler, not uvicorn's: records pass its redaction,
