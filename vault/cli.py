@@ -11,11 +11,13 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
+import sqlalchemy.exc
 import typer
 from sqlalchemy import select
 
+from crypto.errors import KeyProviderError
 from vault.audit import AuditRecord
 from vault.auth.commands import admin_app
 from vault.backup_commands import backup_app, restore
@@ -29,7 +31,7 @@ from vault.command_support import (
 )
 from vault.core import Vault, open_vault
 from vault.dsr_commands import dsr_app
-from vault.errors import VaultError
+from vault.errors import StorageUnavailable, VaultError
 from vault.logs import configure_logging
 from vault.settings import Settings
 from vault.settle import IdleSettler, StudySettledHooks
@@ -686,4 +688,25 @@ def hold_list(
 
 
 def main() -> None:
-    app()
+    """The ``dicom-vault`` command.
+
+    A service it depends on that cannot be used at all (the catalog's database,
+    the object store, the key provider: a wrong address, a stopped server, an
+    HSM token the module does not see) ends any command with one line naming
+    it and the setting to check, and exit status 2, as an invalid setting does:
+    not a traceback of hundreds of lines. No value is printed.
+    """
+    try:
+        app()
+    except KeyProviderError as exc:
+        _cannot_use("the key provider", f"{exc}; check [keys] (and SOFTHSM2_CONF for SoftHSM)")
+    except StorageUnavailable as exc:
+        _cannot_use("the object store", f"{exc}; check [store] and that it runs")
+    except sqlalchemy.exc.OperationalError as exc:
+        what = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+        _cannot_use("the catalog", f"no connection ({what}); check catalog.url and that it runs")
+
+
+def _cannot_use(service: str, why: str) -> NoReturn:
+    typer.echo(f"error: cannot use {service}: {why}", err=True)
+    raise SystemExit(2)
