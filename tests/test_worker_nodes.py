@@ -40,6 +40,14 @@ def amqp_url() -> str:
     return RABBITMQ_URL
 
 
+def _delete_queue(url: str, name: str) -> None:
+    """The workers' queue is durable: leave the machine's broker as it was."""
+    from kombu import Connection
+
+    with Connection(url, connect_timeout=5) as connection:
+        connection.default_channel.queue_delete(name)
+
+
 @contextmanager
 def started_worker(env: dict[str, str], log: Path, *extra: str) -> Iterator[subprocess.Popen]:
     with log.open("wb") as out:
@@ -84,6 +92,7 @@ def test_two_workers_and_beat_on_one_host_all_start_and_stay(tmp_path, amqp_url)
     env.pop("DICOM_VAULT_CONFIG", None)
     logs = [tmp_path / f"worker-{n}.log" for n in range(3)]
     with ExitStack() as stack:
+        stack.callback(_delete_queue, amqp_url, env["DICOM_VAULT_CELERY__QUEUE"])
         processes = [
             stack.enter_context(started_worker(env, logs[0])),
             stack.enter_context(started_worker(env, logs[1])),
