@@ -54,6 +54,7 @@ def started_worker(env: dict[str, str], log: Path, *extra: str) -> Iterator[subp
         process = subprocess.Popen(
             [str(CLI), "worker", "--concurrency", "1", "--loglevel", "INFO", *extra],
             env=env,
+            cwd=log.parent,  # beat keeps its schedule file in the working directory
             stdout=subprocess.DEVNULL,
             stderr=out,
         )
