@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import queue
 import re
@@ -164,11 +165,11 @@ def read_frames(stream: ssl.SSLSocket) -> Iterator[bytes]:
 class Collector:
     """A TLS syslog listener on 127.0.0.1 that requires a client certificate."""
 
-    def __init__(self, pki: Pki) -> None:
+    def __init__(self, pki: Pki, port: int = 0) -> None:
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
         self.context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
         self.context.verify_mode = ssl.CERT_REQUIRED
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server(("127.0.0.1", port))
         self.port = self.listener.getsockname()[1]
         self.messages: queue.Queue[bytes] = queue.Queue()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -348,6 +349,51 @@ class TestNeverInTheWay:
         assert drop_records(embedded_vault) == []  # recorded once the queue has room
         forwarder.stop()
         assert drop_records(embedded_vault) == [{"dropped": 5, "first": 1, "last": 5}]
+
+
+class TestOperationalLog:
+    def test_an_outage_is_logged_once_and_the_recovery_too(
+        self, embedded_vault: Vault, pki: Pki, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        port = closed_port()
+        configure(embedded_vault, pki, port)
+        forwarder = AuditForwarder(embedded_vault)
+        caplog.set_level(logging.INFO, logger="vault.audit_forward")
+        forwarder.start()
+        try:
+            embedded_vault.audit.record(AuditRecord("user:u1", "auth.login"))
+            wait_until(lambda: forwarder.stats.connect_failures >= 2)
+            collector = Collector(pki, port)
+            try:
+                wait_until(lambda: forwarder.stats.sent == 1)
+                assert audit_record_seq(collector.next_message().group("msg")) == 1
+            finally:
+                collector.close()
+        finally:
+            forwarder.stop(timeout=0.1)
+        lines = [r.getMessage() for r in caplog.records if r.name == "vault.audit_forward"]
+        down = [line for line in lines if "unreachable" in line]
+        assert down == [
+            f"audit forward: collector 127.0.0.1:{port} unreachable (ConnectionRefusedError);"
+            " retrying every 30 s at most, records wait in the queue (10000) and past it are"
+            " dropped and recorded"
+        ]
+        assert any(f"collector 127.0.0.1:{port} takes records again" in line for line in lines)
+
+    def test_dropped_records_are_logged_with_their_range(
+        self, embedded_vault: Vault, pki: Pki, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        configure(embedded_vault, pki, closed_port(), queue_size=2)
+        forwarder = AuditForwarder(embedded_vault)  # not started: nothing sends
+        for i in range(5):
+            embedded_vault.audit.record(AuditRecord("user:u1", "case.read", object_id=str(i)))
+        caplog.set_level(logging.WARNING, logger="vault.audit_forward")
+        forwarder.poll()
+        forwarder.stop()
+        assert [r.getMessage() for r in caplog.records] == [
+            "audit forward: 5 records not forwarded (seq 1 to 5); recorded as"
+            " audit.forward-drop, fill the gap from dicom-vault audit export"
+        ]
 
 
 class TestForwardCommand:

@@ -594,7 +594,7 @@ class TestCommandLine:
             assert (state, copy_of(vault, study_id)[0].instance_count) == ("done", 5)
             # Celery logs through the vault's handler (redaction, withheld messages)
             logged = process.stderr.read().decode() if process.stderr else ""
-            assert " INFO celery.apps.worker: celery@" in logged
+            assert " INFO celery.apps.worker: worker-" in logged
         finally:
             vault.close()
 

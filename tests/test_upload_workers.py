@@ -28,8 +28,23 @@ BLOCK = 64 * 1024
 WORKERS = 2
 
 
+# On PYTHONPATH, it delays every process but the first (``serve`` itself) as a
+# slow import would: uvicorn's worker processes answer its health pings only
+# once they have imported the service.
+_SLOW_START = """\
+import os, time
+if os.environ.get("DV_TEST_SLOW_START"):
+    if os.environ.get("DV_TEST_SLOW_PARENT") is None:
+        os.environ["DV_TEST_SLOW_PARENT"] = str(os.getpid())
+    else:
+        time.sleep(float(os.environ["DV_TEST_SLOW_START"]))
+"""
+
+
 @contextmanager
-def _served(root: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def _served(
+    root: Path, *, stderr: Path | None = None, **extra_env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {
         **os.environ,
@@ -39,7 +54,10 @@ def _served(root: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         "DICOM_VAULT_UPLOADS__BLOCK_BYTES": str(BLOCK),
     }
     argv = [str(CLI), "serve", "--no-scp", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env.pop("DICOM_VAULT_CONFIG", None)
+    env.update(extra_env)
+    with stderr.open("wb") if stderr else open(os.devnull, "wb") as err:
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base, process)
@@ -85,3 +103,23 @@ class TestSeveralApiWorkers:
         finally:
             vault.close()
         assert state.json()["files"].get("stored") == len(slices), state.text
+
+    def test_workers_slower_to_start_than_uvicorns_default_ping_are_waited_for(
+        self, tmp_path: Path
+    ) -> None:
+        """A restarted API on a busy machine: each new worker takes 8 s to import,
+        more than uvicorn's default 5 s health ping; they were killed and
+        replaced at once, for ever, and the API never answered again."""
+        site = tmp_path / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(_SLOW_START)
+        path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+        log = tmp_path / "serve.log"
+        root = tmp_path / "var"
+        open_vault(Settings(data_dir=root)).close()  # the catalog made before the clock runs
+        slow = {"PYTHONPATH": path, "DV_TEST_SLOW_START": "8"}
+        with _served(root, stderr=log, **slow) as (base, _process):
+            answer = httpx.get(f"{base}/healthz", timeout=10).status_code
+        text = log.read_text()
+        assert answer == 200
+        assert "died" not in text, text[-2000:]

@@ -21,6 +21,7 @@ The catalog stays the record of truth; run one forwarder per deployment
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -38,6 +39,8 @@ from vault.core import Vault
 
 BATCH = 1000
 MAX_BACKOFF_SECONDS = 30.0
+
+log = logging.getLogger("vault.audit_forward")
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,13 @@ class AuditForwarder:
             if self._drops.pending == 0 or (self._queue.full() and not final):
                 return
             detail = self._drops.take()
+        log.warning(
+            "audit forward: %d records not forwarded (seq %d to %d); recorded as"
+            " audit.forward-drop, fill the gap from dicom-vault audit export",
+            detail["dropped"],
+            detail["first"],
+            detail["last"],
+        )
         record = AuditRecord("system", "audit.forward-drop", outcome="dropped", detail=detail)
         self._vault.audit.record(record)
 
@@ -144,36 +154,67 @@ class AuditForwarder:
             if self.poll() < BATCH:
                 self._tail_stop.wait(self._settings.poll_seconds)
 
-    def _deliver(self, frame: bytes) -> bool:
+    def _deliver(self, frame: bytes) -> OSError | None:
+        """None once sent, else why not (the connection is closed then)."""
         try:
             self._sender.send(frame)
-        except OSError:
+        except OSError as exc:
             with self._lock:
                 self._failures += 1
-            return False
+            return exc
         with self._lock:
             self._sent += 1
-        return True
+        return None
 
     def _sender_loop(self) -> None:
         backoff = 0.5
+        failed = 0  # attempts that failed since the collector last took a record
         while not self._send_stop.is_set():
             try:
                 seq, frame = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            while not self._deliver(frame):
+            while (error := self._deliver(frame)) is not None:
+                if failed == 0:
+                    self._log_unreachable(error)
+                failed += 1
                 if self._send_stop.wait(backoff):
                     with self._lock:
                         self._drops.add(seq)
                     self._queue.task_done()
                     return
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            if failed:
+                log.info(
+                    "audit forward: collector %s:%d takes records again (after %d failed attempts)",
+                    self._settings.host,
+                    self._settings.port,
+                    failed,
+                )
+                failed = 0
             self._queue.task_done()
             backoff = 0.5
 
+    def _log_unreachable(self, error: OSError) -> None:
+        """One warning per outage: the operator learns that records are held back."""
+        log.warning(
+            "audit forward: collector %s:%d unreachable (%s); retrying every %.0f s at most,"
+            " records wait in the queue (%d) and past it are dropped and recorded",
+            self._settings.host,
+            self._settings.port,
+            type(error).__name__,
+            MAX_BACKOFF_SECONDS,
+            self._settings.queue_size,
+        )
+
     def start(self) -> None:
         """Start the tail and sender threads (daemon threads)."""
+        log.info(
+            "audit forward: records after %d to %s:%d",
+            self._cursor,
+            self._settings.host,
+            self._settings.port,
+        )
         for target, name in ((self._tail, "audit-tail"), (self._sender_loop, "audit-send")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()

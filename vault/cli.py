@@ -10,10 +10,12 @@ records what it did in the access log as the person who ran it:
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
+import sqlalchemy.exc
 import typer
 from sqlalchemy import select
 
@@ -33,7 +35,7 @@ from vault.command_support import (
 )
 from vault.core import Vault, open_vault
 from vault.dsr_commands import dsr_app
-from vault.errors import VaultError
+from vault.errors import StorageUnavailable, VaultError
 from vault.logs import configure_logging
 from vault.settings import Settings
 from vault.settle import IdleSettler, StudySettledHooks
@@ -114,6 +116,7 @@ def serve(
             else "vault.api.app:create_app_from_environment",
             factory=workers > 1,
             workers=workers,
+            timeout_worker_healthcheck=settings.api.worker_healthcheck_seconds,
             host=host or settings.api.host,
             port=port or settings.api.port,
             # The vault's log handler, not uvicorn's: records pass its redaction,
@@ -439,6 +442,10 @@ def worker(
             f"--loglevel={loglevel}",
             f"--concurrency={concurrency or settings.celery.worker_concurrency}",
             f"--queues={settings.celery.queue}",
+            # A node name of its own: on RabbitMQ a worker's remote-control queue
+            # is exclusive to its name, so a second worker on the same host under
+            # Celery's default (celery@host) dies at start with RESOURCE_LOCKED.
+            f"--hostname={'beat' if beat else 'worker'}-{os.getpid()}@%h",
             "--without-gossip",
             "--without-mingle",
             *(["--beat"] if beat else []),
@@ -713,14 +720,27 @@ def hold_list(
 
 
 def main() -> None:
-    """Run the command line.
+    """The ``dicom-vault`` command.
 
-    A key provider that refuses to start (its key file, token, KEK or Transit
-    key missing, or out of reach) ends any command with its reason on one line
-    of standard error and exit status 2, not a traceback.
+    A service it depends on that cannot be used at all (the catalog's database,
+    the object store, the key provider: a wrong address, a stopped server, an
+    HSM token the module does not see) ends any command with one line naming
+    it and the setting to check, and exit status 2, as an invalid setting does:
+    not a traceback of hundreds of lines. No value is printed.
     """
     try:
         app()
     except KeyProviderError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(2) from None
+        said = str(exc)  # the provider's own advice, when it has some, is the more precise
+        advice = "" if "check " in said else "; check [keys] (and SOFTHSM2_CONF for SoftHSM)"
+        _cannot_use("the key provider", f"{said}{advice}")
+    except StorageUnavailable as exc:
+        _cannot_use("the object store", f"{exc}; check [store] and that it runs")
+    except sqlalchemy.exc.OperationalError as exc:
+        what = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+        _cannot_use("the catalog", f"no connection ({what}); check catalog.url and that it runs")
+
+
+def _cannot_use(service: str, why: str) -> NoReturn:
+    typer.echo(f"error: cannot use {service}: {why}", err=True)
+    raise SystemExit(2)

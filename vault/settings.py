@@ -288,6 +288,11 @@ class ApiSettings(Section):
     port: int = 8000
     # Web API worker processes (uvicorn); 1 serves from the ``serve`` process itself.
     workers: int = Field(default=1, ge=1, le=64)
+    # With several workers, uvicorn pings each and replaces one that has not
+    # answered within this time. A new worker answers only once it has imported
+    # the service (35 s seen for 4 workers on a loaded 2-core machine):
+    # uvicorn's own 5 s killed every new worker of a restarted API, forever.
+    worker_healthcheck_seconds: int = Field(default=120, ge=5)
     # The address people use (``https://vault.example.org``, behind the proxy):
     # one-time links printed by the CLI and DICOMweb RetrieveURL and BulkDataURI
     # values start with it. Unset: links name ``host:port``, and DICOMweb URLs

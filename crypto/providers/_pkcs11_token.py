@@ -85,7 +85,8 @@ def open_session(settings: Pkcs11KeySettings) -> pkcs11.Session:
             return found.open(rw=True)
     except pkcs11.NoSuchToken as exc:
         raise KeyProviderError(
-            f"no HSM token is labelled {settings.token_label!r}: check keys.pkcs11.token_label"
+            f"the module sees no HSM token labelled {settings.token_label!r}: check"
+            " keys.pkcs11.token_label (and SOFTHSM2_CONF in the service's environment for SoftHSM)"
         ) from exc
     except pkcs11.PKCS11Error as exc:
         raise KeyProviderError(f"cannot open the HSM token ({type(exc).__name__})") from exc
