@@ -11,6 +11,7 @@ issuer); the listing, which holds no personal data, is not, like
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -40,32 +41,36 @@ def _record(vault: Vault, session: Session, action: str, row: OrganisationIssuer
     vault.audit.record(record, session=session)
 
 
-def add_issuer(issuer: IssuerArgument, organisation: OrganisationOption) -> None:
-    """Register ISSUER as the organisation's own: its patient IDs with this issuer, or with
-    none, then share one pseudonym and date offset per patient (for studies
-    de-identified from now on)."""
+def _change(
+    issuer: str,
+    organisation: str,
+    change: Callable[[Session, Organisation, str], OrganisationIssuer],
+    action: str,
+) -> tuple[OrganisationIssuer, Organisation]:
+    """Apply ``change`` to the named organisation's issuers and record ``action``."""
     vault = cli_vault()
     try:
         with refusals_exit(), vault.catalog.session() as session:
             org = admin.organisation_named(session, organisation)
-            row = issuers.add_issuer(session, org, issuer)
-            _record(vault, session, "admin.issuer-add", row)
+            row = change(session, org, issuer)
+            _record(vault, session, action, row)
     finally:
         vault.close()
+    return row, org
+
+
+def add_issuer(issuer: IssuerArgument, organisation: OrganisationOption) -> None:
+    """Register ISSUER as the organisation's own: its patient IDs with this issuer, or with
+    none, then share one pseudonym and date offset per patient (for studies
+    de-identified from now on)."""
+    row, org = _change(issuer, organisation, issuers.add_issuer, "admin.issuer-add")
     typer.echo(f"issuer {row.issuer!r} registered for {org.name}")
 
 
 def remove_issuer(issuer: IssuerArgument, organisation: OrganisationOption) -> None:
     """Unregister ISSUER from the organisation: IDs with it become a domain of their own
     (for studies de-identified from now on)."""
-    vault = cli_vault()
-    try:
-        with refusals_exit(), vault.catalog.session() as session:
-            org = admin.organisation_named(session, organisation)
-            row = issuers.remove_issuer(session, org, issuer)
-            _record(vault, session, "admin.issuer-remove", row)
-    finally:
-        vault.close()
+    row, org = _change(issuer, organisation, issuers.remove_issuer, "admin.issuer-remove")
     typer.echo(f"issuer {row.issuer!r} unregistered from {org.name}")
 
 
