@@ -10,7 +10,6 @@ dies with RESOURCE_LOCKED. Each worker takes a name of its own.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.services._require import missing_service
-from tests.services.celery_worker import CLI
+from tests.services.celery_worker import worker_process
 
 RABBITMQ_URL = os.environ.get("DICOM_VAULT_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
 READY_SECONDS = 90.0
@@ -50,23 +49,12 @@ def _delete_queue(url: str, name: str) -> None:
 
 @contextmanager
 def started_worker(env: dict[str, str], log: Path, *extra: str) -> Iterator[subprocess.Popen]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(CLI), "worker", "--concurrency", "1", "--loglevel", "INFO", *extra],
-            env=env,
-            cwd=log.parent,  # beat keeps its schedule file in the working directory
-            stdout=subprocess.DEVNULL,
-            stderr=out,
-        )
-    try:
+    # beat keeps its schedule file in the working directory: the test's own
+    with (
+        log.open("wb") as out,
+        worker_process(env, *extra, stderr=out, loglevel="INFO", cwd=log.parent) as process,
+    ):
         yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def wait_ready(process: subprocess.Popen, log: Path) -> str:

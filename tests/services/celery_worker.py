@@ -8,18 +8,25 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 CLI = Path(sys.executable).with_name("dicom-vault")
 
 
 @contextmanager
 def worker_process(
-    env: dict[str, str], *, stderr: int | None = None, loglevel: str = "WARNING"
+    env: dict[str, str],
+    *extra: str,
+    stderr: int | IO[bytes] | None = None,
+    loglevel: str = "WARNING",
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``dicom-vault worker`` with ``env``, stopped (SIGTERM, then kill) afterwards."""
+    """``dicom-vault worker`` (and ``extra`` options) with ``env``, run in ``cwd``,
+    stopped (SIGTERM, then kill) afterwards."""
     process = subprocess.Popen(
-        [str(CLI), "worker", "--concurrency", "1", "--loglevel", loglevel],
+        [str(CLI), "worker", "--concurrency", "1", "--loglevel", loglevel, *extra],
         env=env,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=stderr,
     )
