@@ -12,55 +12,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session
-from typer.testing import CliRunner
 
 from dicom_ingest.synthetic import write_series
+from tests.cli_support import Cli
 from tests.cstore_support import associate, small_series, studies
 from tests.services.dicom_peers import Receiver
 from vault.catalog.accounts import ApiToken, User
-from vault.catalog.models import AuditEvent, Case, Organisation
-from vault.cli import app
+from vault.catalog.models import Case, Organisation
 from vault.command_support import cli_actor
-from vault.core import open_vault
-from vault.settings import Settings
 
 PASSWORD = "a passphrase from a script"
 ACTOR = cli_actor()  # the account running the tests: cli:<login>
-
-
-class Cli:
-    """``dicom-vault`` on one data directory, in this process."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.env = {"DICOM_VAULT_DATA_DIR": str(data_dir)}
-
-    def __call__(self, *args: str, stdin: str | None = None, code: int = 0) -> str:
-        result = CliRunner().invoke(app, list(args), env=self.env, input=stdin)
-        assert result.exit_code == code, result.output
-        return result.output
-
-    def audited(self, action: str) -> list[AuditEvent]:
-        with self.session() as session:
-            return list(session.scalars(select(AuditEvent).where(AuditEvent.action == action)))
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A catalog session on the same vault, committed on leaving."""
-        vault = open_vault(Settings(data_dir=self.data_dir))
-        try:
-            with vault.catalog.session() as session:
-                yield session
-        finally:
-            vault.close()
 
 
 @pytest.fixture

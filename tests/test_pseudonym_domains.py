@@ -10,8 +10,6 @@ key file); the commands run in this process on their own vault.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -19,8 +17,6 @@ from pathlib import Path
 import pydicom
 import pytest
 from sqlalchemy import inspect, select
-from sqlalchemy.orm import Session
-from typer.testing import CliRunner
 
 from deidentify import PatientIdDomain, pseudonym
 from deidentify.pipeline import StudyDeidentifier
@@ -29,12 +25,12 @@ from deidentify.reidentify import reidentify
 from dicom_ingest import IngestOrigin, IngestPipeline, ValidationPolicy
 from dicom_ingest.summary import summarise
 from dicom_ingest.synthetic import SyntheticPatient, encode, make_ct_series, write_series
+from tests import cli_support
 from vault import dsr, issuers
 from vault.admin import create_case, get_or_create_organisation
 from vault.catalog.db import alembic_config, make_engine, migrate
 from vault.catalog.deid import PseudonymisedInstance, PseudonymisedStudy
-from vault.catalog.models import AuditEvent, Base, Organisation, OrganisationIssuer
-from vault.cli import app
+from vault.catalog.models import Base, Organisation, OrganisationIssuer
 from vault.command_support import cli_actor
 from vault.core import Vault, open_vault
 from vault.dsr_search import SubjectIdentifiers, find_subject_studies
@@ -362,31 +358,8 @@ class TestDataSubjectSearchAndReidentification:
 # --- the commands ----------------------------------------------------------------------
 
 
-class Cli:
-    """``dicom-vault`` on one data directory, in this process."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.env = {"DICOM_VAULT_DATA_DIR": str(data_dir)}
-
-    def __call__(self, *args: str, code: int = 0) -> str:
-        result = CliRunner().invoke(app, list(args), env=self.env)
-        assert result.exit_code == code, result.output
-        return result.output
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        vault = open_vault(Settings(data_dir=self.data_dir))
-        try:
-            with vault.catalog.session() as session:
-                yield session
-        finally:
-            vault.close()
-
-    def audited(self, prefix: str) -> list[AuditEvent]:
-        with self.session() as session:
-            query = select(AuditEvent).where(AuditEvent.action.startswith(prefix))
-            return list(session.scalars(query.order_by(AuditEvent.seq)))
+class Cli(cli_support.Cli):
+    """The shared in-process CLI, and the organisations it made."""
 
     def organisation_id(self, name: str) -> str:
         with self.session() as session:
@@ -411,7 +384,7 @@ class TestIssuerCommands:
         assert "Hospital A  issuer='1.2.3.4.5'" in listed and "issuer='HOSP-A'" in listed
         assert "unregistered from Hospital A" in cli("admin", "remove-issuer", "HOSP-A", *org)
         assert "HOSP-A" not in cli("admin", "list-issuers", *org)
-        events = cli.audited("admin.issuer-")
+        events = cli.audited_family("admin.issuer-")
         assert [(e.action, e.actor, e.object_type) for e in events] == [
             ("admin.issuer-add", cli_actor(), "organisation"),
             ("admin.issuer-add", cli_actor(), "organisation"),
@@ -425,7 +398,7 @@ class TestIssuerCommands:
         assert "no organisation named 'Hospital' (close matches: Hospital A)" in output
         cli("admin", "remove-issuer", "HOSP-A", "--organisation", "Nowhere", code=2)
         cli("admin", "list-issuers", "--organisation", "Nowhere", code=2)
-        assert cli.audited("admin.issuer-") == []
+        assert cli.audited_family("admin.issuer-") == []
 
     @pytest.mark.parametrize(
         ("value", "message"),
